@@ -1,0 +1,34 @@
+# `make run` and `make test` set everything up on a fresh machine (Python 3.10+ with venv).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint format bench clean
+
+$(STAMP): pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+run: $(STAMP)  ## the default experiment (model=lstm data=markov), W&B offline
+	$(PY) run.py $(ARGS)
+
+test: $(STAMP)  ## the whole test suite
+	$(PY) -m pytest -q $(ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks run.py
+	$(VENV)/bin/ruff format --check src tests benchmarks run.py
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix src tests benchmarks run.py
+	$(VENV)/bin/ruff format src tests benchmarks run.py
+
+bench: $(STAMP)  ## benchmarks/ (ratios measured side by side)
+	$(PY) benchmarks/offsets_cost.py
+
+clean:
+	rm -rf $(VENV)

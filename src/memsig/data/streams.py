@@ -1,0 +1,41 @@
+"""Contiguous token streams cut into truncated-BPTT chunks, in order, so state can be carried."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from memsig.errors import ConfigError
+
+
+class StreamChunks(Dataset):
+    """Item i is chunk i of `rows` parallel streams: inputs and next-token targets, [rows, T].
+
+    The stream is cut into `rows` contiguous pieces (one per batch row) and read left to right,
+    so the state a model returns for chunk i is the right starting state for chunk i + 1.
+    """
+
+    def __init__(self, tokens: np.ndarray, rows: int, seq_len: int) -> None:
+        usable = (len(tokens) - 1) // rows
+        if usable < 1:
+            raise ConfigError(
+                f"a stream of {len(tokens)} tokens cannot feed {rows} parallel rows: "
+                "lower model.training.batch_size or use more data"
+            )
+        self.seq_len = seq_len
+        data = torch.as_tensor(np.asarray(tokens[: rows * usable + 1], dtype=np.int64))
+        self.inputs = data[:-1].view(rows, usable)
+        self.targets = data[1:].view(rows, usable)
+
+    def __len__(self) -> int:
+        return -(-self.inputs.shape[1] // self.seq_len)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        window = slice(i * self.seq_len, (i + 1) * self.seq_len)
+        return self.inputs[:, window], self.targets[:, window]
+
+
+def stream_loader(tokens: np.ndarray, rows: int, seq_len: int) -> DataLoader:
+    """An ordered loader of whole chunks (no shuffling: chunk order carries the state)."""
+    return DataLoader(StreamChunks(tokens, rows, seq_len), batch_size=None, shuffle=False)

@@ -1,0 +1,1 @@
+"""Base models: each exposes its state views (see the model contract in the README)."""

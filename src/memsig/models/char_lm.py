@@ -1,0 +1,78 @@
+"""The Lightning system that trains any character LM network with carried state."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MeanMetric
+
+from memsig.models.recurrent import detach_state
+
+LN2 = math.log(2.0)
+
+
+class CharLM(L.LightningModule):
+    """Truncated-BPTT training of an injected network that answers `forward` and `views`.
+
+    The network's final state of chunk i starts chunk i + 1 (reset at the start of each
+    epoch), so the model learns from contiguous streams rather than isolated windows.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        vocab: list[str],
+        unit: str = "char",
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.optimizer_factory = optimizer
+        self.vocab = list(vocab)
+        self.unit = unit
+        self.train_loss = MeanMetric()
+        self.val_nll = MeanMetric()
+        self._state = {"train": None, "val": None}
+
+    @property
+    def view_dims(self) -> dict[str, int]:
+        return self.net.view_dims
+
+    def states(self, tokens: torch.Tensor, state=None) -> tuple[dict[str, torch.Tensor], object]:
+        """Every state view aligned with the input positions (the model contract)."""
+        return self.net.views(tokens, state)
+
+    def _step(self, batch, batch_idx: int, split: str) -> torch.Tensor:
+        inputs, targets = batch
+        if batch_idx == 0:
+            self._state[split] = None
+        logits, state = self.net(inputs, self._state[split])
+        self._state[split] = detach_state(state)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        loss = self._step(batch, batch_idx, "train")
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"base model loss is {loss.item()} at step {self.global_step}: lower "
+                "model.optimizer.lr or model.training.grad_clip"
+            )
+        self.train_loss(loss)
+        self.log("train/loss", self.train_loss, on_step=True, on_epoch=False, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        nll = self._step(batch, batch_idx, "val")
+        self.val_nll.update(nll, weight=batch[1].numel())
+
+    def on_validation_epoch_end(self) -> None:
+        self.log("val/bpc", self.val_nll.compute() / LN2, prog_bar=True)
+        self.val_nll.reset()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return self.optimizer_factory(params=self.parameters())

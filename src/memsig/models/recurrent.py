@@ -1,0 +1,148 @@
+"""Stacked recurrent character LM whose per-step internal state can be read out.
+
+Probing what a recurrent model remembers needs its state after every input position, but the
+fused ``nn.LSTM``/``nn.GRU`` kernels only return the output sequence ``h_1..h_T`` and, for the
+LSTM, the *final* cell state ``c_T``. Running the layers one layer at a time keeps every layer's
+``h`` sequence; the LSTM cell states are rebuilt from it in batched tensor operations (one gate
+matmul plus a log-depth prefix scan) instead of a slow Python loop over time steps.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+State = list  # one entry per layer: (h, c) tuple of [1, B, H] tensors for LSTM, h [1, B, H] for GRU
+
+_CELLS: dict[str, type[nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU}
+
+
+def linear_recurrence_scan(a: Tensor, b: Tensor, initial: Tensor) -> Tensor:
+    """Return every ``c_t`` of ``c_t = a_t * c_{t-1} + b_t`` with ``c_0 = initial``.
+
+    ``a`` and ``b`` are ``[B, T, H]``, ``initial`` is ``[B, H]``. A Hillis-Steele inclusive scan
+    over the affine maps ``c -> a_t c + b_t`` needs only ``ceil(log2 T)`` batched steps, and it
+    uses products and sums only (no division by cumulative products), so it cannot overflow or
+    underflow the way a closed-form ``cumprod`` solution would.
+    """
+    # Fold c_0 into the first step so the scan itself starts from zero.
+    b = torch.cat([a[:, :1] * initial.unsqueeze(1) + b[:, :1], b[:, 1:]], dim=1)
+    steps = a.shape[1]
+    d = 1
+    while d < steps:
+        # Compose element t with element t-d; b must use the not-yet-updated a.
+        b = torch.cat([b[:, :d], a[:, d:] * b[:, :-d] + b[:, d:]], dim=1)
+        a = torch.cat([a[:, :d], a[:, d:] * a[:, :-d]], dim=1)
+        d *= 2
+    return b
+
+
+def _lstm_cell_states(lstm: nn.LSTM, x: Tensor, h: Tensor, h0: Tensor, c0: Tensor) -> Tensor:
+    """Rebuild the ``[B, T, H]`` cell states of a one-layer LSTM from its inputs and outputs.
+
+    Given all outputs, the previous hidden state of every step is known, so all gates come
+    from one batched matmul; only the linear recurrence in ``c`` remains, solved by a scan.
+    """
+    h_prev = torch.cat([h0.transpose(0, 1), h[:, :-1]], dim=1)
+    gates = F.linear(x, lstm.weight_ih_l0, lstm.bias_ih_l0) + F.linear(
+        h_prev, lstm.weight_hh_l0, lstm.bias_hh_l0
+    )
+    i, f, g, _ = gates.chunk(4, dim=-1)  # PyTorch gate order: input, forget, cell, output
+    return linear_recurrence_scan(torch.sigmoid(f), torch.sigmoid(i) * torch.tanh(g), c0[0])
+
+
+class StackedRNN(nn.Module):
+    """Character LM: embedding, ``layers`` stacked one-layer LSTMs/GRUs, linear vocabulary head.
+
+    The layers are separate modules (not one multi-layer ``nn.LSTM``) so that every layer's
+    output sequence is available to :meth:`views`. Dropout is applied to each recurrent
+    layer's output (so between layers and before the head) in training mode only.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        cell: str = "lstm",
+        layers: int = 2,
+        hidden: int = 128,
+        embed: int = 32,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if cell not in _CELLS:
+            raise ValueError(f"cell must be one of {sorted(_CELLS)}, got {cell!r}")
+        for name, value, low in (
+            ("vocab_size", vocab_size, 2),
+            ("layers", layers, 1),
+            ("hidden", hidden, 1),
+            ("embed", embed, 1),
+        ):
+            if value < low:
+                raise ValueError(f"{name} must be >= {low}, got {value}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.cell = cell
+        self.layers = layers
+        self.hidden = hidden
+        self.vocab_size = vocab_size
+        self.embedding = nn.Embedding(vocab_size, embed)
+        self.rnns = nn.ModuleList(
+            _CELLS[cell](embed if i == 0 else hidden, hidden, num_layers=1, batch_first=True)
+            for i in range(layers)
+        )
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden, vocab_size)
+
+    @property
+    def view_dims(self) -> dict[str, int]:
+        """Name and width of every view returned by :meth:`views`, in order."""
+        parts = ("h", "c") if self.cell == "lstm" else ("h",)
+        dims = {f"layer{i}.{p}": self.hidden for i in range(1, self.layers + 1) for p in parts}
+        dims["logits"] = self.vocab_size
+        return dims
+
+    def _run(
+        self, tokens: Tensor, state: State | None
+    ) -> tuple[list[Tensor], list[Tensor], Tensor, State]:
+        """Run all layers; return each layer's input and output sequence, logits, final state."""
+        x = self.embedding(tokens)
+        inputs, outputs, final = [], [], []
+        for i, rnn in enumerate(self.rnns):
+            y, last = rnn(x, None if state is None else state[i])
+            inputs.append(x)
+            outputs.append(y)
+            final.append(last)
+            x = self.dropout(y)
+        return inputs, outputs, self.head(x), final
+
+    def forward(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        """Return unnormalised ``[B, T, V]`` logits and the final state (to carry across chunks)."""
+        _, _, logits, final = self._run(tokens, state)
+        return logits, final
+
+    def views(self, tokens: Tensor, state: State | None = None) -> tuple[dict[str, Tensor], State]:
+        """Return every view in :attr:`view_dims` as ``[B, T, D]`` plus the final state.
+
+        ``views[name][:, t]`` is the state after reading ``tokens[:, t]``; ``"logits"`` is the
+        log-softmax next-token distribution at that step.
+        """
+        inputs, outputs, logits, final = self._run(tokens, state)
+        out: dict[str, Tensor] = {}
+        for i, (rnn, x, h) in enumerate(zip(self.rnns, inputs, outputs, strict=True), start=1):
+            out[f"layer{i}.h"] = h
+            if self.cell == "lstm":
+                if state is None:
+                    h0 = c0 = h.new_zeros(1, h.shape[0], self.hidden)
+                else:
+                    h0, c0 = state[i - 1]
+                out[f"layer{i}.c"] = _lstm_cell_states(rnn, x, h, h0, c0)
+        out["logits"] = F.log_softmax(logits, dim=-1)
+        return out, final
+
+
+def detach_state(state: State | None) -> State | None:
+    """Detach every tensor of ``state`` so truncated BPTT stops at the chunk boundary."""
+    if state is None:
+        return None
+    return [tuple(t.detach() for t in s) if isinstance(s, tuple) else s.detach() for s in state]

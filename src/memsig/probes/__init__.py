@@ -1,0 +1,1 @@
+"""Probes: offset targets, the multi-offset decoder, baselines and the feature cache."""

@@ -1,0 +1,126 @@
+"""One Lightning module that trains a linear softmax head for every view x offset at once.
+
+Each view has a single linear layer whose outputs are all offsets' logits, so the cost is one
+matmul per view whatever the number of offsets. Every head keeps the weights of its own best
+validation epoch, so a head that starts to overfit does not spoil the others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from memsig.errors import ConfigError
+from memsig.probes.scores import HeadScores
+
+
+class MultiOffsetProbe(L.LightningModule):
+    """Linear decoders from standardised state views to the input at every offset."""
+
+    def __init__(
+        self,
+        view_dims: Mapping[str, int],
+        num_offsets: int,
+        num_classes: int,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        mean: Mapping[str, np.ndarray],
+        std: Mapping[str, np.ndarray],
+    ) -> None:
+        super().__init__()
+        self.views = list(view_dims)
+        self.num_offsets = num_offsets
+        self.num_classes = num_classes
+        self.optimizer_factory = optimizer
+        self.heads = nn.ModuleList(
+            nn.Linear(view_dims[v], num_offsets * num_classes) for v in self.views
+        )
+        for i, v in enumerate(self.views):
+            self.register_buffer(f"mean{i}", torch.as_tensor(mean[v], dtype=torch.float32))
+            scale = torch.as_tensor(std[v], dtype=torch.float32).clamp_min(1e-6)
+            self.register_buffer(f"scale{i}", scale)
+        for i, head in enumerate(self.heads):
+            self.register_buffer(f"best_weight{i}", head.weight.detach().clone())
+            self.register_buffer(f"best_bias{i}", head.bias.detach().clone())
+        self.register_buffer("best_val_xent", torch.full((len(self.views), num_offsets), np.inf))
+        self.val_scores = HeadScores(len(self.views), num_offsets)
+        self.test_scores = HeadScores(len(self.views), num_offsets)
+        self.test_results: dict[str, torch.Tensor] | None = None
+
+    def logits(self, features: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
+        """Per view, logits [batch, offsets, classes]."""
+        out = []
+        for i, v in enumerate(self.views):
+            x = (features[v].float() - getattr(self, f"mean{i}")) / getattr(self, f"scale{i}")
+            out.append(self.heads[i](x).view(len(x), self.num_offsets, self.num_classes))
+        return out
+
+    def _nll_and_correct(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        features, targets = batch
+        logits = torch.stack(self.logits(features))  # [views, b, offsets, classes]
+        expanded = targets.unsqueeze(0).expand(logits.shape[:-1])
+        nll = F.cross_entropy(logits.permute(0, 3, 1, 2), expanded, reduction="none")
+        return nll, logits.argmax(-1) == expanded
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        nll, _ = self._nll_and_correct(batch)
+        loss = nll.mean(1).sum()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"probe loss is {loss.item()} at step {self.global_step}: lower probe.optimizer.lr"
+            )
+        self.log("probe/train/loss", nll.mean(), prog_bar=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self.val_scores.update(*self._nll_and_correct(batch))
+
+    def on_validation_epoch_end(self) -> None:
+        xent = self.val_scores.compute()["xent_bits"].to(self.best_val_xent)
+        self.val_scores.reset()
+        improved = xent < self.best_val_xent
+        self.best_val_xent = torch.where(improved, xent, self.best_val_xent)
+        for i, head in enumerate(self.heads):
+            rows = improved[i].repeat_interleave(self.num_classes)
+            getattr(self, f"best_weight{i}")[rows] = head.weight.detach()[rows]
+            getattr(self, f"best_bias{i}")[rows] = head.bias.detach()[rows]
+        self.log("probe/val/xent_bits", xent.mean())
+        self.log("probe/val/best_xent_bits", self.best_val_xent.mean(), prog_bar=True)
+
+    def use_best_weights(self) -> None:
+        """Load every head's best-validation weights (called before testing)."""
+        with torch.no_grad():
+            for i, head in enumerate(self.heads):
+                head.weight.copy_(getattr(self, f"best_weight{i}"))
+                head.bias.copy_(getattr(self, f"best_bias{i}"))
+
+    def on_test_start(self) -> None:
+        if torch.isfinite(self.best_val_xent).all():
+            self.use_best_weights()
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self.test_scores.update(*self._nll_and_correct(batch))
+
+    def on_test_epoch_end(self) -> None:
+        self.test_results = {k: v.cpu() for k, v in self.test_scores.compute().items()}
+        self.test_scores.reset()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return self.optimizer_factory(params=self.heads.parameters())
+
+
+def probe_views(available: Mapping[str, int], requested: Sequence[str] | None) -> dict[str, int]:
+    """The views to probe, in the model's order; unknown names are a clear error."""
+    if requested is None:
+        return dict(available)
+    unknown = [v for v in requested if v not in available]
+    if unknown:
+        raise ConfigError(
+            f"probe.views names {unknown}, which the model does not have; "
+            f"available views: {list(available)}"
+        )
+    return {v: available[v] for v in available if v in requested}

@@ -1,0 +1,51 @@
+"""Offsets and their targets: index shifts of the input stream, never copies per offset.
+
+k >= 0 is the input k steps in the past (k = 0 is the current input), k < 0 the input |k|
+steps in the future.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from memsig.errors import ConfigError
+
+
+def resolve_offsets(offsets: Sequence | None, max_offset: int | None) -> list[int]:
+    """The probed offsets: `probe.offsets` when given, else 0..`probe.max_offset`."""
+    if offsets is None:
+        if not isinstance(max_offset, int) or isinstance(max_offset, bool) or max_offset < 0:
+            raise ConfigError(
+                f"probe.max_offset={max_offset!r}: must be an integer >= 0 "
+                "(e.g. probe.max_offset=12), or give probe.offsets=[0,1,2]"
+            )
+        return list(range(max_offset + 1))
+    if isinstance(offsets, str | bytes) or not isinstance(offsets, Sequence):
+        raise ConfigError(f"probe.offsets={offsets!r}: must be a list of integers, e.g. [0,1,2,-1]")
+    resolved = []
+    for k in offsets:
+        if not isinstance(k, int) or isinstance(k, bool):
+            raise ConfigError(
+                f"probe.offsets contains {k!r}: offsets must be integers "
+                "(k >= 0 looks k steps back, k < 0 ahead), e.g. probe.offsets=[0,1,2,-1]"
+            )
+        resolved.append(k)
+    if not resolved:
+        raise ConfigError("probe.offsets=[]: give at least one offset, e.g. probe.offsets=[0,1]")
+    if len(set(resolved)) != len(resolved):
+        raise ConfigError(f"probe.offsets={resolved}: offsets must not repeat")
+    return resolved
+
+
+def valid_positions(length: int, offsets: Sequence[int]) -> range:
+    """Positions t of a part for which x_{t-k} exists for every offset k (the same set for all k)."""
+    start = max(0, max(offsets))
+    stop = length + min(0, min(offsets))
+    return range(start, max(start, stop))
+
+
+def offset_targets(tokens: np.ndarray, positions: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Targets [len(positions), len(offsets)]: tokens[t - k], one gather for all offsets."""
+    return tokens[positions[:, None] - offsets[None, :]]

@@ -1,0 +1,104 @@
+"""Logger glue: build the configured loggers, and send the signature to each of them."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import Logger, WandbLogger
+from omegaconf import DictConfig
+
+from memsig.signature import Signature
+
+
+def wandb_logger(
+    project: str,
+    save_dir: str,
+    offline: bool | None = None,
+    entity: str | None = None,
+    group: str | None = None,
+    tags: list[str] | None = None,
+    name: str | None = None,
+    config: Mapping | None = None,
+) -> WandbLogger:
+    """A W&B logger that never prompts: offline unless `offline=False` or WANDB_API_KEY is set."""
+    if offline is None:
+        offline = not os.environ.get("WANDB_API_KEY")
+    Path(save_dir).mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("WANDB_SILENT", "true")
+    return WandbLogger(
+        project=project,
+        save_dir=save_dir,
+        offline=offline,
+        entity=entity,
+        group=group,
+        tags=list(tags or []),
+        name=name,
+        config=dict(config or {}),
+        log_model=False,
+    )
+
+
+def build_loggers(logger_cfg: DictConfig | None, config: Mapping) -> list[Logger]:
+    """Every logger named in the `logger` group (none for `logger=none`)."""
+    loggers = []
+    for entry in (logger_cfg or {}).values():
+        if isinstance(entry, Mapping) and "_target_" in entry:
+            target = entry["_target_"]
+            extra = {"config": config} if target.endswith("wandb_logger") else {}
+            loggers.append(instantiate(entry, **extra))
+    return loggers
+
+
+def log_signature(loggers: list[Logger], signature: Signature, figure: Path) -> None:
+    """Summary scalars to every logger; the table, a per-view line plot and the figure to W&B."""
+    summary = {f"signature/{view}/capacity": s.capacity for view, s in signature.views.items()}
+    for logger in loggers:
+        logger.log_metrics(summary)
+        if isinstance(logger, WandbLogger):
+            _log_wandb(logger, signature, figure)
+        logger.save()
+
+
+def _log_wandb(logger: WandbLogger, signature: Signature, figure: Path) -> None:
+    import wandb
+
+    columns = [
+        "view",
+        "offset",
+        "accuracy",
+        "xent_bits",
+        "info_bits",
+        "majority_accuracy",
+        "prior_entropy_bits",
+    ]
+    table = wandb.Table(columns=columns)
+    base = signature.baseline
+    for view, scores in signature.views.items():
+        for i, k in enumerate(signature.offsets):
+            table.add_data(
+                view,
+                k,
+                scores.accuracy[i],
+                scores.xent_bits[i],
+                scores.info_bits[i],
+                base["majority_accuracy"][i],
+                base["prior_entropy_bits"][i],
+            )
+    views = list(signature.views)
+    lines = wandb.plot.line_series(
+        xs=signature.offsets,
+        ys=[signature.views[v].accuracy for v in views],
+        keys=views,
+        title="probe accuracy by offset",
+        xname="offset",
+    )
+    logger.experiment.log(
+        {
+            "signature/table": table,
+            "signature/accuracy": lines,
+            "signature/figure": wandb.Image(str(figure)),
+        }
+    )
