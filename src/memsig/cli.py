@@ -1,9 +1,12 @@
-"""The `memsig` command and run.py: compose the Hydra config and run the pipeline."""
+"""The `memsig` command and run.py: compose the Hydra config and run the pipeline, or run a
+named command given as the first argument (`memsig chars RUN_A RUN_B`)."""
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
+from typing import NoReturn
 
 import hydra
 from omegaconf import DictConfig
@@ -12,19 +15,34 @@ from memsig.config import CONFIG_DIR
 from memsig.errors import MemsigError
 
 log = logging.getLogger("memsig")
+COMMANDS = {"chars": "memsig.char_report"}  # first argument -> module whose command(argv) runs
+
+
+def main() -> float | None:
+    """`memsig NAME ARGS` runs a named command; anything else is a Hydra run."""
+    if len(sys.argv) > 1 and sys.argv[1] in COMMANDS:
+        try:
+            return importlib.import_module(COMMANDS[sys.argv[1]]).command(sys.argv[2:])
+        except MemsigError as err:
+            _fail(err)
+    return hydra_run()
+
+
+def _fail(err: MemsigError) -> NoReturn:
+    log.error("%s", err)
+    print(f"memsig: error: {err}", file=sys.stderr)
+    raise SystemExit(2) from None
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> float | None:
+def hydra_run(cfg: DictConfig) -> float | None:
     """Run the stages; returns the mean capacity over views (the value a sweeper optimises)."""
     from memsig.pipeline import run
 
     try:
         signature = run(cfg)
     except MemsigError as err:
-        log.error("%s", err)
-        print(f"memsig: error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+        _fail(err)
     if signature is None:
         return None
     return sum(s.capacity for s in signature.views.values()) / len(signature.views)

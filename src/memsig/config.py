@@ -11,3 +11,11 @@ CONFIG_DIR = PROJECT_ROOT / "conf"
 
 if not OmegaConf.has_resolver("memsig_root"):
     OmegaConf.register_new_resolver("memsig_root", lambda: str(PROJECT_ROOT))
+
+
+def build(node, **kwargs):
+    """Instantiate a `_target_` node, letting the target's own errors (with their messages for
+    the user) propagate instead of Hydra's wrapper."""
+    from hydra.utils import instantiate
+
+    return instantiate(node, _partial_=True)(**kwargs)

@@ -14,6 +14,9 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from memsig.atomic import write_text_atomic
+from memsig.bases import basis_divergence, write_basis_report
+from memsig.chars import character_record, save_chars
+from memsig.config import build
 from memsig.data.corpus import Corpus
 from memsig.data.streams import stream_loader
 from memsig.errors import ConfigError, MemsigError
@@ -25,9 +28,12 @@ from memsig.models.checkpoint import (
     restore_network,
     save_base_checkpoint,
 )
+from memsig.models.factorized import with_basis_ablations
+from memsig.models.ngram import bits_per_char
 from memsig.plots import save_figure, signature_figure
 from memsig.probes.baselines import prior_baselines
 from memsig.probes.loader import PositionBatches, position_loader, targets_of
+from memsig.probes.local_context import check_orders, local_context_reference
 from memsig.probes.multi_offset import MultiOffsetProbe, probe_views
 from memsig.probes.offsets import resolve_offsets, valid_positions
 from memsig.signature import Signature, ViewScores
@@ -78,7 +84,7 @@ def prepare(cfg: DictConfig) -> Plan:
         OmegaConf.to_container(cfg.probe.offsets) if cfg.probe.offsets is not None else None,
         cfg.probe.max_offset,
     )
-    corpus: Corpus = instantiate(cfg.data)
+    corpus: Corpus = build(cfg.data)
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     if cfg.base_ckpt is not None:
         base_ckpt, reuse = Path(cfg.base_ckpt).expanduser().resolve(), True
@@ -112,7 +118,9 @@ def prepare(cfg: DictConfig) -> Plan:
         if payload is not None
         else build_network(model_cfg, len(corpus.vocab))
     )
-    probe_views(net.view_dims, _optional_list(cfg.probe.views))
+    ablate = cfg.probe.get("ablate_bases", False)
+    probe_views(with_basis_ablations(net, ablate).view_dims, _optional_list(cfg.probe.views))
+    check_orders(cfg.probe.reference_orders, len(corpus.vocab))
     for part in ("probe_train", "probe_test"):
         if len(valid_positions(len(corpus.parts[part]), offsets)) < 2:
             raise ConfigError(
@@ -124,6 +132,8 @@ def prepare(cfg: DictConfig) -> Plan:
 
 def train_base(cfg: DictConfig, plan: Plan, loggers: list) -> Path:
     """Train the base LM until validation bits per character stop improving; save base.ckpt."""
+    if cfg.model.get("fit") == "counts":
+        return fit_by_counting(cfg, plan, loggers)
     corpus, training = plan.corpus, cfg.model.training
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     net = build_network(model_cfg, len(corpus.vocab))
@@ -160,6 +170,20 @@ def train_base(cfg: DictConfig, plan: Plan, loggers: list) -> Path:
     return plan.base_ckpt
 
 
+def fit_by_counting(cfg: DictConfig, plan: Plan, loggers: list) -> Path:
+    """Fit a count model (`model.fit=counts`) in one pass over train, score val/bpc, save it."""
+    corpus = plan.corpus
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    net = build_network(model_cfg, len(corpus.vocab))
+    net.fit(corpus.parts["train"])
+    metrics = {"val/bpc": bits_per_char(net, corpus.parts["val"])}
+    for logger in loggers:
+        logger.log_metrics(metrics)
+    save_base_checkpoint(plan.base_ckpt, net, model_cfg, list(corpus.vocab), corpus.unit, metrics)
+    log.info("count model: val/bpc %.4f, saved %s", metrics["val/bpc"], plan.base_ckpt)
+    return plan.base_ckpt
+
+
 def signature_stage(cfg: DictConfig, plan: Plan, loggers: list) -> Signature:
     """Extract states once, train every view x offset probe together, score, save, log."""
     probe_cfg = OmegaConf.to_container(cfg.probe, resolve=True)
@@ -175,7 +199,7 @@ def signature_stage(cfg: DictConfig, plan: Plan, loggers: list) -> Signature:
             return previous
 
     payload = load_base_checkpoint(plan.base_ckpt)
-    net = restore_network(payload)
+    net = with_basis_ablations(restore_network(payload), cfg.probe.get("ablate_bases", False))
     device = _extraction_device(cfg)
     net.to(device)
     views = probe_views(net.view_dims, _optional_list(cfg.probe.views))
@@ -206,7 +230,7 @@ def signature_stage(cfg: DictConfig, plan: Plan, loggers: list) -> Signature:
         len(corpus.vocab),
         instantiate(cfg.probe.optimizer),
         caches["probe_train"].mean,
-        caches["probe_train"].std,
+        caches["probe_train"].cov,
     )
     stop = EarlyStopping(
         monitor="probe/val/best_xent_bits",
@@ -229,6 +253,8 @@ def signature_stage(cfg: DictConfig, plan: Plan, loggers: list) -> Signature:
         position_loader(val, batch, shuffle=False),
     )
     trainer.test(probe, position_loader(test, batch, shuffle=False), verbose=False)
+    chars = character_record(probe, test, corpus.vocab, cfg.probe.passage_chars, batch)
+    save_chars(plan.run_dir, chars)
 
     baseline = prior_baselines(targets_of(fit), targets_of(test), len(corpus.vocab))
     results = probe.test_results
@@ -262,9 +288,20 @@ def signature_stage(cfg: DictConfig, plan: Plan, loggers: list) -> Signature:
             for i, (v, d) in enumerate(views.items())
         },
     )
+    signature.extra.update(basis_divergence(signature))
+    if cfg.probe.reference_orders:
+        signature.extra["local_context"] = local_context_reference(
+            corpus.parts["probe_train"],
+            corpus.parts["probe_test"],
+            offsets,
+            list(cfg.probe.reference_orders),
+            len(corpus.vocab),
+            baseline["prior_entropy_bits"],
+        )
     signature.save(plan.run_dir)
     figure = save_figure(signature_figure(signature), plan.run_dir / "signature.png")
     log_signature(loggers, signature, figure)
+    write_basis_report(signature, plan.run_dir, loggers)
     log.info("signature written to %s", plan.run_dir / "signature.json")
     return signature
 

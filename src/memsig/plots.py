@@ -23,6 +23,10 @@ def signature_figure(signature: Signature, title: str | None = None) -> plt.Figu
     for view, scores in signature.views.items():
         acc_ax.plot(xs, [scores.accuracy[i] for i in order], marker="o", ms=3, label=view)
         info_ax.plot(xs, [scores.info_bits[i] for i in order], marker="o", ms=3, label=view)
+    for m, ref in signature.extra.get("local_context", {}).items():
+        label = f"last {m} chars"  # the local-context reference: what a window alone reveals
+        acc_ax.plot(xs, [ref["accuracy"][i] for i in order], "--", lw=1.2, label=label)
+        info_ax.plot(xs, [ref["info_bits"][i] for i in order], "--", lw=1.2, label=label)
     baseline = signature.baseline
     acc_ax.plot(
         xs, [baseline["majority_accuracy"][i] for i in order], "k--", lw=1, label="majority"
@@ -47,3 +51,38 @@ def save_figure(fig: plt.Figure, path: Path) -> Path:
     write_atomic(Path(path), lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
     return Path(path)
+
+
+def bases_figure(signature: Signature) -> plt.Figure:
+    """The bases side by side, one row per layer: for each family (basis reads, single-basis
+    ablations) the normalised information curves and their pairwise divergence matrix."""
+    record = signature.extra["basis_divergence"]
+    offsets, layers = record["offsets"], record["layers"]
+    columns = max(len(families) for families in layers.values()) * 2
+    fig, axes = plt.subplots(
+        len(layers), columns, figsize=(4.2 * columns, 3.4 * len(layers)), squeeze=False
+    )
+    for row, (layer, families) in enumerate(layers.items()):
+        for col, (family, entry) in enumerate(families.items()):
+            curve_ax, matrix_ax = axes[row, 2 * col], axes[row, 2 * col + 1]
+            for view, curve in zip(entry["views"], entry["curves"], strict=True):
+                curve_ax.plot(offsets, curve, marker="o", ms=3, label=view)
+            curve_ax.set(
+                title=f"{layer} {family}",
+                xlabel="offset k (steps back)",
+                ylabel="info / prior entropy",
+                ylim=(0, 1.02),
+            )
+            curve_ax.grid(alpha=0.3)
+            curve_ax.legend(fontsize=7)
+            image = matrix_ax.imshow(entry["matrix"], cmap="viridis", vmin=0)
+            labels = [view.split(".", 1)[1] for view in entry["views"]]
+            matrix_ax.set_xticks(range(len(labels)), labels, rotation=45, fontsize=7)
+            matrix_ax.set_yticks(range(len(labels)), labels, fontsize=7)
+            matrix_ax.set_title(f"{layer} {family}: {record['measure']}", fontsize=9)
+            fig.colorbar(image, ax=matrix_ax, fraction=0.046)
+        for col in range(2 * len(families), columns):
+            axes[row, col].axis("off")
+    fig.suptitle(f"kernel bases: {signature.model.get('name')} on {signature.data.get('name')}")
+    fig.tight_layout()
+    return fig

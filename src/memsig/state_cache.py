@@ -36,12 +36,13 @@ class ExtractSettings:
 
 @dataclass(frozen=True)
 class StateCache:
-    """Cached views of one part: arrays [N, D] opened read-only, plus per-view mean and std."""
+    """Cached views of one part: arrays [N, D] opened read-only, plus per-view mean and
+    covariance (float64), gathered during extraction so probes can whiten for free."""
 
     directory: Path
     views: dict[str, np.ndarray]
     mean: dict[str, np.ndarray]
-    std: dict[str, np.ndarray]
+    cov: dict[str, np.ndarray]
 
     @property
     def length(self) -> int:
@@ -64,6 +65,10 @@ def _file(directory: Path, view: str) -> Path:
     return directory / f"{view}.npy"
 
 
+def _moments_file(directory: Path, view: str) -> Path:
+    return directory / f"{view}.moments.npz"
+
+
 def open_cache(directory: Path, identity: Mapping) -> StateCache | None:
     """The cache in `directory` if its manifest matches `identity` exactly, else None."""
     manifest = directory / MANIFEST
@@ -75,12 +80,12 @@ def open_cache(directory: Path, identity: Mapping) -> StateCache | None:
         return None
     if stored.get("identity") != json.loads(json.dumps(identity)):
         return None
-    views, mean, std = {}, {}, {}
+    views, mean, cov = {}, {}, {}
     for view in identity["views"]:
         views[view] = np.load(_file(directory, view), mmap_mode="r")
-        stats = np.load(directory / f"{view}.stats.npy")
-        mean[view], std[view] = stats[0], stats[1]
-    return StateCache(directory, views, mean, std)
+        with np.load(_moments_file(directory, view)) as moments:
+            mean[view], cov[view] = moments["mean"], moments["cov"]
+    return StateCache(directory, views, mean, cov)
 
 
 @torch.no_grad()
@@ -113,7 +118,7 @@ def build_cache(
         for v, d in view_dims.items()
     }
     total = {v: np.zeros(d) for v, d in view_dims.items()}
-    total_sq = {v: np.zeros(d) for v, d in view_dims.items()}
+    total_outer = {v: np.zeros((d, d)) for v, d in view_dims.items()}
     state = None
     for lo in range(0, steps, settings.chunk):
         hi = min(lo + settings.chunk, steps)
@@ -127,12 +132,13 @@ def build_cache(
                 values = chunk[row, a - lo : b - lo]
                 out[v][first[row] + a : first[row] + b] = values
                 total[v] += values.sum(0)
-                total_sq[v] += np.square(values, dtype=np.float64).sum(0)
+                wide = values.astype(np.float64)
+                total_outer[v] += wide.T @ wide
     for v, array in out.items():
         array.flush()
         mean = total[v] / length
-        std = np.sqrt(np.maximum(total_sq[v] / length - mean**2, 0.0))
-        np.save(directory / f"{v}.stats.npy", np.stack([mean, std]).astype(np.float32))
+        cov = total_outer[v] / length - np.outer(mean, mean)
+        np.savez(_moments_file(directory, v), mean=mean, cov=cov)
     del out
     write_json_atomic(directory / MANIFEST, {"identity": identity})
     cached = open_cache(directory, identity)

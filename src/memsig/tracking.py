@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from hydra.utils import instantiate
@@ -21,7 +21,7 @@ def wandb_logger(
     group: str | None = None,
     tags: list[str] | None = None,
     name: str | None = None,
-    config: Mapping | None = None,
+    run_config: Mapping | None = None,
 ) -> WandbLogger:
     """A W&B logger that never prompts: offline unless `offline=False` or WANDB_API_KEY is set."""
     if offline is None:
@@ -36,7 +36,7 @@ def wandb_logger(
         group=group,
         tags=list(tags or []),
         name=name,
-        config=dict(config or {}),
+        config=dict(run_config or {}),
         log_model=False,
     )
 
@@ -46,9 +46,9 @@ def build_loggers(logger_cfg: DictConfig | None, config: Mapping) -> list[Logger
     loggers = []
     for entry in (logger_cfg or {}).values():
         if isinstance(entry, Mapping) and "_target_" in entry:
-            target = entry["_target_"]
-            extra = {"config": config} if target.endswith("wandb_logger") else {}
-            loggers.append(instantiate(entry, **extra))
+            build = instantiate(entry, _partial_=True)
+            extra = {"run_config": config} if build.func is wandb_logger else {}
+            loggers.append(build(**extra))
     return loggers
 
 
@@ -102,3 +102,24 @@ def _log_wandb(logger: WandbLogger, signature: Signature, figure: Path) -> None:
             "signature/figure": wandb.Image(str(figure)),
         }
     )
+
+
+def log_report(
+    loggers: list[Logger],
+    name: str,
+    scalars: Mapping[str, float],
+    columns: Sequence[str],
+    rows: Sequence[Sequence],
+    figure: Path,
+) -> None:
+    """Scalars to every logger; the table and the figure to W&B as `name`/table, `name`/figure."""
+    for logger in loggers:
+        logger.log_metrics(dict(scalars))
+        if isinstance(logger, WandbLogger):
+            import wandb
+
+            table = wandb.Table(columns=list(columns), data=[list(row) for row in rows])
+            logger.experiment.log(
+                {f"{name}/table": table, f"{name}/figure": wandb.Image(str(figure))}
+            )
+        logger.save()

@@ -7,10 +7,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
 from torch import nn
 
 from memsig.atomic import write_atomic
+from memsig.config import build
 from memsig.errors import ConfigError, MemsigError
 
 FORMAT = "memsig/base@1"
@@ -19,7 +19,7 @@ FORMAT = "memsig/base@1"
 def build_network(model_cfg: Mapping, vocab_size: int) -> nn.Module:
     """The network named by `model.net`, sized for the vocabulary."""
     try:
-        return instantiate(model_cfg["net"], vocab_size=vocab_size, _partial_=False)
+        return build(model_cfg["net"], vocab_size=vocab_size)
     except ValueError as err:
         raise ConfigError(f"model: {err}") from err
 

@@ -9,6 +9,9 @@ matmul plus a log-depth prefix scan) instead of a slow Python loop over time ste
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -38,16 +41,18 @@ def linear_recurrence_scan(a: Tensor, b: Tensor, initial: Tensor) -> Tensor:
     return b
 
 
-def _lstm_cell_states(lstm: nn.LSTM, x: Tensor, h: Tensor, h0: Tensor, c0: Tensor) -> Tensor:
+def lstm_cell_states(
+    x: Tensor, h: Tensor, h0: Tensor, c0: Tensor, weights: Sequence[Tensor]
+) -> Tensor:
     """Rebuild the ``[B, T, H]`` cell states of a one-layer LSTM from its inputs and outputs.
 
+    ``weights`` is ``[weight_ih, weight_hh, bias_ih, bias_hh]`` (``nn.LSTM.all_weights[0]``).
     Given all outputs, the previous hidden state of every step is known, so all gates come
     from one batched matmul; only the linear recurrence in ``c`` remains, solved by a scan.
     """
+    weight_ih, weight_hh, bias_ih, bias_hh = weights
     h_prev = torch.cat([h0.transpose(0, 1), h[:, :-1]], dim=1)
-    gates = F.linear(x, lstm.weight_ih_l0, lstm.bias_ih_l0) + F.linear(
-        h_prev, lstm.weight_hh_l0, lstm.bias_hh_l0
-    )
+    gates = F.linear(x, weight_ih, bias_ih) + F.linear(h_prev, weight_hh, bias_hh)
     i, f, g, _ = gates.chunk(4, dim=-1)  # PyTorch gate order: input, forget, cell, output
     return linear_recurrence_scan(torch.sigmoid(f), torch.sigmoid(i) * torch.tanh(g), c0[0])
 
@@ -58,6 +63,8 @@ class StackedRNN(nn.Module):
     The layers are separate modules (not one multi-layer ``nn.LSTM``) so that every layer's
     output sequence is available to :meth:`views`. Dropout is applied to each recurrent
     layer's output (so between layers and before the head) in training mode only.
+    ``layer_factory`` builds one layer from its input width (default: a one-layer ``nn.LSTM``
+    or ``nn.GRU``); an LSTM variant needs ``nn.LSTM``'s call convention and ``all_weights``.
     """
 
     def __init__(
@@ -68,6 +75,7 @@ class StackedRNN(nn.Module):
         hidden: int = 128,
         embed: int = 32,
         dropout: float = 0.0,
+        layer_factory: Callable[[int], nn.Module] | None = None,
     ) -> None:
         super().__init__()
         if cell not in _CELLS:
@@ -87,10 +95,9 @@ class StackedRNN(nn.Module):
         self.hidden = hidden
         self.vocab_size = vocab_size
         self.embedding = nn.Embedding(vocab_size, embed)
-        self.rnns = nn.ModuleList(
-            _CELLS[cell](embed if i == 0 else hidden, hidden, num_layers=1, batch_first=True)
-            for i in range(layers)
-        )
+        if layer_factory is None:
+            layer_factory = partial(_CELLS[cell], hidden_size=hidden, batch_first=True)
+        self.rnns = nn.ModuleList(layer_factory(embed if i == 0 else hidden) for i in range(layers))
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(hidden, vocab_size)
 
@@ -121,6 +128,13 @@ class StackedRNN(nn.Module):
         _, _, logits, final = self._run(tokens, state)
         return logits, final
 
+    def hidden_states(
+        self, tokens: Tensor, state: State | None = None
+    ) -> tuple[list[Tensor], State]:
+        """Each layer's ``[B, T, H]`` output sequence and the final state, without derived views."""
+        _, outputs, _, final = self._run(tokens, state)
+        return outputs, final
+
     def views(self, tokens: Tensor, state: State | None = None) -> tuple[dict[str, Tensor], State]:
         """Return every view in :attr:`view_dims` as ``[B, T, D]`` plus the final state.
 
@@ -136,7 +150,7 @@ class StackedRNN(nn.Module):
                     h0 = c0 = h.new_zeros(1, h.shape[0], self.hidden)
                 else:
                     h0, c0 = state[i - 1]
-                out[f"layer{i}.c"] = _lstm_cell_states(rnn, x, h, h0, c0)
+                out[f"layer{i}.c"] = lstm_cell_states(x, h, h0, c0, rnn.all_weights[0])
         out["logits"] = F.log_softmax(logits, dim=-1)
         return out, final
 
@@ -145,4 +159,6 @@ def detach_state(state: State | None) -> State | None:
     """Detach every tensor of ``state`` so truncated BPTT stops at the chunk boundary."""
     if state is None:
         return None
+    if isinstance(state, Tensor):  # a context model's window of recent tokens
+        return state.detach()
     return [tuple(t.detach() for t in s) if isinstance(s, tuple) else s.detach() for s in state]

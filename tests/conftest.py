@@ -1,0 +1,60 @@
+"""Shared fixtures: the real Hydra configs, composed and shrunk to CPU-sized runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from memsig.config import CONFIG_DIR, PROJECT_ROOT
+
+SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+
+# A small LM and probe that still learn an order-2 Markov source in seconds.
+TINY = [
+    "model.layers=1",
+    "model.hidden=48",
+    "model.embed=8",
+    "model.training.batch_size=16",
+    "model.training.bptt=32",
+    "model.training.max_epochs=8",
+    "model.optimizer.lr=0.01",
+    "probe.max_offset=6",
+    "probe.batch_size=512",
+    "probe.max_epochs=12",
+    "probe.extract.segments=4",
+    "probe.extract.burn_in=64",
+    "probe.extract.chunk=128",
+    "trainer.enable_progress_bar=false",
+    "logger=none",
+]
+# The default data (markov), shrunk: applied unless the test picks another dataset.
+TINY_MARKOV = ["data.order=2", "data.vocab_size=6", "data.branching=4", "data.num_chars=40000"]
+
+
+def compose_config(output_dir: Path, overrides: list[str] = ()) -> DictConfig:
+    """The project's config with TINY sizes, writing into output_dir, plus overrides."""
+    data = [] if any(o.startswith("data=") for o in overrides) else TINY_MARKOV
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(
+            config_name="config",
+            overrides=[*TINY, *data, f"paths.output_dir={output_dir}", *overrides],
+        )
+
+
+@pytest.fixture
+def tiny_config(tmp_path):
+    """Build a tiny config: tiny_config(overrides..., run="name")."""
+
+    def build(*overrides: str, run: str = "run") -> DictConfig:
+        return compose_config(tmp_path / run, list(overrides))
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def shakespeare_dir() -> Path:
+    assert (SHARED_DATA / "tinyshakespeare.txt").is_file(), f"missing {SHARED_DATA}"
+    return SHARED_DATA

@@ -1,0 +1,160 @@
+"""End to end: compose the real configs, train, probe, and read the signature back."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from conftest import compose_config
+
+from memsig.errors import ConfigError, MemsigError
+from memsig.pipeline import run
+from memsig.signature import SCHEMA, capacity
+
+TOP_KEYS = {"schema", "model", "data", "probe", "offsets", "baseline", "views"}
+
+
+@pytest.fixture(scope="module")
+def markov_run(tmp_path_factory):
+    """One tiny default-style run (lstm on an order-2 Markov source), shared by several tests."""
+    out = tmp_path_factory.mktemp("markov") / "run"
+    cfg = compose_config(out)
+    signature = run(cfg)
+    return cfg, out, signature
+
+
+def test_signature_json_follows_the_schema(markov_run):
+    cfg, out, _ = markov_run
+    raw = json.loads((out / "signature.json").read_text())
+    assert TOP_KEYS <= set(raw)
+    assert raw["schema"] == SCHEMA
+    assert raw["offsets"] == list(range(7))
+    model, data = raw["model"], raw["data"]
+    assert model["name"] == "lstm" and model["params"] > 0
+    assert model["checkpoint"].endswith("checkpoints/base.ckpt")
+    assert set(model["metrics"]) == {"val/bpc"}
+    assert data["name"] == "markov" and data["unit"] == "char" and data["vocab"] == list("abcdef")
+    assert data["probe_train_tokens"] == 8000 and data["probe_test_tokens"] == 4000
+    assert raw["probe"]["kind"] == "linear"
+    for key in ("majority_accuracy", "prior_entropy_bits"):
+        assert len(raw["baseline"][key]) == 7
+    assert list(raw["views"]) == ["layer1.h", "layer1.c", "logits"]
+    for view, scores in raw["views"].items():
+        assert scores["dim"] == (6 if view == "logits" else 48)
+        for key in ("accuracy", "xent_bits", "info_bits"):
+            assert len(scores[key]) == 7
+        prior = raw["baseline"]["prior_entropy_bits"]
+        expected = [p - x for p, x in zip(prior, scores["xent_bits"], strict=True)]
+        assert scores["info_bits"] == pytest.approx(expected)
+        assert scores["capacity"] == pytest.approx(capacity(raw["offsets"], expected, prior))
+
+
+def test_markov_calibration(markov_run):
+    """A trained LM holds the last n characters, and less beyond them."""
+    _, out, signature = markov_run
+    source = signature.data["source"]
+    assert signature.model["metrics"]["val/bpc"] < source["entropy_rate_bits"] + 0.15
+    order = int(source["order"])
+    h = signature.views["layer1.h"]
+    for k in range(order):
+        assert h.accuracy[k] >= 0.9, (k, h.accuracy)
+    assert max(h.accuracy[order + 2 :]) < min(h.accuracy[:order]) - 0.1
+    assert h.info_bits[-1] < 0.5 * h.info_bits[0]
+
+
+def test_outputs_land_in_the_run_dir(markov_run):
+    _, out, signature = markov_run
+    for name in ("checkpoints/base.ckpt", "signature.json", "signature.csv", "config.yaml"):
+        assert (out / name).is_file(), name
+    assert (out / "signature.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with open(out / "signature.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 3 * 3 * 7  # views x metrics x offsets
+    row = next(r for r in rows if r["view"] == "layer1.h" and r["metric"] == "accuracy")
+    assert float(row["value"]) == pytest.approx(signature.views["layer1.h"].accuracy[0])
+
+
+def test_rerun_skips_completed_work(markov_run):
+    cfg, out, signature = markov_run
+    ckpt = out / "checkpoints" / "base.ckpt"
+    before = (ckpt.stat().st_mtime_ns, (out / "signature.json").stat().st_mtime_ns)
+    again = run(cfg)
+    after = (ckpt.stat().st_mtime_ns, (out / "signature.json").stat().st_mtime_ns)
+    assert after == before
+    assert again.to_dict() == signature.to_dict()
+
+
+def test_signature_stage_reuses_a_checkpoint(markov_run, tiny_config):
+    _, out, _ = markov_run
+    ckpt = out / "checkpoints" / "base.ckpt"
+    cfg = tiny_config("stage=signature", f"base_ckpt={ckpt}", "probe.offsets=[-1,0,3]", run="reuse")
+    signature = run(cfg)
+    assert signature.offsets == [-1, 0, 3]
+    assert signature.model["checkpoint"] == str(ckpt)
+    assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()
+    assert signature.views["layer1.h"].accuracy[1] >= 0.9  # offset 0
+
+
+def test_wandb_offline_run_holds_the_signature_table(tiny_config, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    cfg = tiny_config("logger=wandb", "probe.max_offset=2", "model.training.max_epochs=1")
+    run(cfg)
+    runs = list((Path(cfg.paths.output_dir) / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    tables = list(runs[0].glob("files/media/table/signature/table_*.table.json"))
+    assert len(tables) == 1
+    table = json.loads(tables[0].read_text())
+    assert table["columns"][:5] == ["view", "offset", "accuracy", "xent_bits", "info_bits"]
+    assert len(table["data"]) == 3 * 3
+    assert list(runs[0].glob("files/media/images/signature/figure_*.png"))
+
+
+def test_gru_on_a_text_file(tiny_config, shakespeare_dir, tmp_path):
+    text = (shakespeare_dir / "tinyshakespeare.txt").read_text()[:200_000]
+    path = tmp_path / "play.txt"
+    path.write_text(text)
+    cfg = tiny_config("model=gru", "data=text", f"data.path={path}", "probe.max_offset=12",
+                      "model.training.max_epochs=2", "model.hidden=64")
+    signature = run(cfg)
+    h = signature.views["layer1.h"]
+    majority = signature.baseline["majority_accuracy"]
+    assert h.accuracy[0] >= 0.95
+    assert h.accuracy[0] > h.accuracy[4] > h.accuracy[12] - 0.02
+    assert all(a >= m - 0.02 for a, m in zip(h.accuracy, majority, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "error", "words"),
+    [
+        (["probe.offsets=[0,1,x]"], ConfigError, ["probe.offsets", "'x'", "integers"]),
+        (["probe.max_offset=-3"], ConfigError, ["probe.max_offset=-3"]),
+        (["probe.views=[layer9.h]"], ConfigError, ["layer9.h", "available views"]),
+        (["data=text", "data.path=/nonexistent/book.txt"], MemsigError, ["/nonexistent/book.txt", "data.path"]),
+        (["stage=signature"], ConfigError, ["base_ckpt"]),
+        (["stage=everything"], ConfigError, ["stage=everything"]),
+        (["probe.max_offset=9000"], ConfigError, ["probe.max_offset"]),
+    ],
+)
+def test_bad_input_fails_before_training(tiny_config, overrides, error, words):
+    cfg = tiny_config(*overrides)
+    with pytest.raises(error) as caught:
+        run(cfg)
+    for word in words:
+        assert word in str(caught.value)
+    assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()
+
+
+def test_base_ckpt_that_is_not_a_memsig_checkpoint(tiny_config, tmp_path):
+    import torch
+
+    junk = tmp_path / "junk.ckpt"
+    junk.write_bytes(b"not a checkpoint at all")
+    other = tmp_path / "other.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, other)
+    for path in (junk, other, tmp_path / "missing.ckpt"):
+        cfg = tiny_config("stage=signature", f"base_ckpt={path}")
+        with pytest.raises(MemsigError) as caught:
+            run(cfg)
+        assert str(path) in str(caught.value) and "base.ckpt" in str(caught.value)

@@ -1,0 +1,171 @@
+"""The probe machinery against independent references: scikit-learn, loops, sequential runs."""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from memsig.data.markov import markov_corpus
+from memsig.errors import ConfigError
+from memsig.models.recurrent import StackedRNN
+from memsig.probes.baselines import prior_baselines
+from memsig.probes.loader import PositionBatches, position_loader, targets_of
+from memsig.probes.multi_offset import MultiOffsetProbe
+from memsig.probes.offsets import offset_targets, resolve_offsets, valid_positions
+from memsig.state_cache import ExtractSettings, build_cache, open_cache
+
+SPLIT = {"train": 0.25, "val": 0.25, "probe_train": 0.25, "probe_test": 0.25}
+
+
+@pytest.fixture(scope="module")
+def net() -> StackedRNN:
+    torch.manual_seed(0)
+    return StackedRNN(vocab_size=5, cell="lstm", layers=2, hidden=12, embed=6).eval()
+
+
+def identity(views: dict, part: str = "p") -> dict:
+    return {"checkpoint_sha256": "x", "data": "y", "views": views, "part": part}
+
+
+def test_resolve_offsets():
+    assert resolve_offsets(None, 3) == [0, 1, 2, 3]
+    assert resolve_offsets([2, -1, 0], None) == [2, -1, 0]
+    for bad in ([1, "a"], [1.5], [], [1, 1], "012"):
+        with pytest.raises(ConfigError, match="probe.offsets"):
+            resolve_offsets(bad, None)
+    for bad in (-1, "3", None, True):
+        with pytest.raises(ConfigError, match="probe.max_offset"):
+            resolve_offsets(None, bad)
+
+
+def test_targets_are_index_shifts():
+    tokens = np.arange(100) * 7 % 11
+    offsets = np.array([3, 0, -2, 5])
+    positions = np.asarray(valid_positions(len(tokens), offsets))
+    assert positions[0] == 5 and positions[-1] == 97
+    targets = offset_targets(tokens, positions, offsets)
+    for row, t in enumerate(positions):
+        for col, k in enumerate(offsets):
+            assert targets[row, col] == tokens[t - k]
+
+
+def test_prior_baselines_by_hand():
+    train = np.array([[0, 1], [0, 1], [1, 1], [2, 0]])
+    test = np.array([[0, 0], [1, 1]])
+    base = prior_baselines(train, test, num_classes=3)
+    # column 0: counts+1 = [3, 2, 2] / 7; majority 0; column 1: counts+1 = [2, 4, 1] / 7
+    assert base["majority_accuracy"] == pytest.approx([0.5, 0.5])
+    h0 = -(math.log2(3 / 7) + math.log2(2 / 7)) / 2
+    h1 = -(math.log2(2 / 7) + math.log2(4 / 7)) / 2
+    assert base["prior_entropy_bits"] == pytest.approx([h0, h1])
+
+
+@pytest.mark.parametrize("segments", [1, 3, 7])
+def test_cache_equals_one_sequential_pass(net, tmp_path, segments):
+    """With a burn-in as long as the stream every row sees its whole history: the cache must
+    equal the states of a single pass over the stream, whatever the number of rows."""
+    tokens = np.random.default_rng(0).integers(0, 5, size=501)
+    settings = ExtractSettings(segments=segments, chunk=64, burn_in=501)
+    cache = build_cache(net.views, tokens, tmp_path / "c", identity(net.view_dims), settings)
+    with torch.no_grad():
+        full, _ = net.views(torch.as_tensor(tokens)[None])
+    for view in net.view_dims:
+        np.testing.assert_allclose(cache.views[view], full[view][0].numpy(), atol=1e-5)
+        np.testing.assert_allclose(cache.mean[view], full[view][0].numpy().mean(0), atol=1e-4)
+        reference = np.cov(full[view][0].numpy().astype(np.float64), rowvar=False, bias=True)
+        np.testing.assert_allclose(cache.cov[view], reference, atol=1e-5)
+
+
+def test_burn_in_warms_the_state_up(net, tmp_path):
+    """A short burn-in gives nearly the sequential states: the state forgets its cold start."""
+    tokens = np.random.default_rng(1).integers(0, 5, size=2000)
+    settings = ExtractSettings(segments=8, chunk=100, burn_in=100)
+    cache = build_cache(net.views, tokens, tmp_path / "c", identity(net.view_dims), settings)
+    with torch.no_grad():
+        full, _ = net.views(torch.as_tensor(tokens)[None])
+    assert np.abs(cache.views["layer2.h"] - full["layer2.h"][0].numpy()).max() < 1e-3
+
+
+def test_cache_is_reused_only_when_its_manifest_matches(net, tmp_path):
+    tokens = np.random.default_rng(2).integers(0, 5, size=300)
+    settings = ExtractSettings(segments=2, chunk=50, burn_in=20)
+    views = {"layer1.h": 12}
+    build_cache(net.views, tokens, tmp_path / "c", identity(views), settings)
+    stamp = (tmp_path / "c" / "layer1.h.npy").stat().st_mtime_ns
+    build_cache(net.views, tokens, tmp_path / "c", identity(views), settings)
+    assert (tmp_path / "c" / "layer1.h.npy").stat().st_mtime_ns == stamp
+    assert open_cache(tmp_path / "c", {**identity(views), "data": "other"}) is None
+    (tmp_path / "c" / "manifest.json").unlink()  # an interrupted extraction leaves no manifest
+    assert open_cache(tmp_path / "c", identity(views)) is None
+
+
+def fit_probe(cache, tokens, positions, offsets, epochs, seed=0):
+    probe = MultiOffsetProbe(
+        {"layer2.h": 12},
+        len(offsets),
+        5,
+        functools.partial(torch.optim.Adam, lr=0.02),
+        cache.mean,
+        cache.cov,
+    )
+    data = PositionBatches(cache.views, tokens, positions, np.asarray(offsets))
+    trainer = L.Trainer(
+        max_epochs=epochs, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+    )
+    L.seed_everything(seed, verbose=False)
+    trainer.fit(probe, position_loader(data, 256, shuffle=True, seed=seed),
+                position_loader(data, 1024, shuffle=False))
+    return probe
+
+
+def test_linear_probe_agrees_with_scikit_learn(net, tmp_path):
+    corpus = markov_corpus(order=2, vocab_size=5, branching=2, num_chars=24000, seed=3, split=SPLIT)
+    offsets = [0, 1, 2, 4]
+    settings = ExtractSettings(segments=4, chunk=128, burn_in=64)
+    caches = {
+        part: build_cache(net.views, corpus.parts[part], tmp_path / part,
+                          identity({"layer2.h": 12}, part), settings)
+        for part in ("probe_train", "probe_test")
+    }
+    train_tokens, test_tokens = corpus.parts["probe_train"], corpus.parts["probe_test"]
+    train_pos = np.asarray(valid_positions(len(train_tokens), offsets))
+    test_pos = np.asarray(valid_positions(len(test_tokens), offsets))
+    probe = fit_probe(caches["probe_train"], train_tokens, train_pos, offsets, epochs=25)
+    probe.use_best_weights()
+    test = PositionBatches(caches["probe_test"].views, test_tokens, test_pos, np.asarray(offsets))
+    L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False).test(
+        probe, position_loader(test, 1024, shuffle=False), verbose=False
+    )
+    ours = probe.test_results["accuracy"][0].numpy()
+
+    x_train = caches["probe_train"].views["layer2.h"][train_pos]
+    x_test = caches["probe_test"].views["layer2.h"][test_pos]
+    y_train = targets_of(PositionBatches({}, train_tokens, train_pos, np.asarray(offsets)))
+    y_test = targets_of(test)
+    for column, k in enumerate(offsets):
+        reference = make_pipeline(StandardScaler(), LogisticRegression(C=100.0, max_iter=5000))
+        reference.fit(x_train, y_train[:, column])
+        theirs = reference.score(x_test, y_test[:, column])
+        assert abs(ours[column] - theirs) <= 0.02, (k, ours[column], theirs)
+
+
+def test_each_head_keeps_its_best_validation_weights(net, tmp_path):
+    tokens = np.random.default_rng(4).integers(0, 5, size=3000)
+    cache = build_cache(net.views, tokens, tmp_path / "c", identity({"layer2.h": 12}),
+                        ExtractSettings(segments=2, chunk=100, burn_in=50))
+    offsets = [0, 3]
+    positions = np.asarray(valid_positions(len(tokens), offsets))
+    probe = fit_probe(cache, tokens, positions, offsets, epochs=3)
+    assert torch.isfinite(probe.best_val_xent).all()
+    best = probe.best_weight0.clone()
+    probe.use_best_weights()
+    assert torch.equal(probe.heads[0].weight, best)
