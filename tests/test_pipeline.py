@@ -115,8 +115,14 @@ def test_gru_on_a_text_file(tiny_config, shakespeare_dir, tmp_path):
     text = (shakespeare_dir / "tinyshakespeare.txt").read_text()[:200_000]
     path = tmp_path / "play.txt"
     path.write_text(text)
-    cfg = tiny_config("model=gru", "data=text", f"data.path={path}", "probe.max_offset=12",
-                      "model.training.max_epochs=2", "model.hidden=64")
+    cfg = tiny_config(
+        "model=gru",
+        "data=text",
+        f"data.path={path}",
+        "probe.max_offset=12",
+        "model.training.max_epochs=2",
+        "model.hidden=64",
+    )
     signature = run(cfg)
     h = signature.views["layer1.h"]
     majority = signature.baseline["majority_accuracy"]
@@ -131,7 +137,11 @@ def test_gru_on_a_text_file(tiny_config, shakespeare_dir, tmp_path):
         (["probe.offsets=[0,1,x]"], ConfigError, ["probe.offsets", "'x'", "integers"]),
         (["probe.max_offset=-3"], ConfigError, ["probe.max_offset=-3"]),
         (["probe.views=[layer9.h]"], ConfigError, ["layer9.h", "available views"]),
-        (["data=text", "data.path=/nonexistent/book.txt"], MemsigError, ["/nonexistent/book.txt", "data.path"]),
+        (
+            ["data=text", "data.path=/nonexistent/book.txt"],
+            MemsigError,
+            ["/nonexistent/book.txt", "data.path"],
+        ),
         (["stage=signature"], ConfigError, ["base_ckpt"]),
         (["stage=everything"], ConfigError, ["stage=everything"]),
         (["probe.max_offset=9000"], ConfigError, ["probe.max_offset"]),
@@ -158,3 +168,39 @@ def test_base_ckpt_that_is_not_a_memsig_checkpoint(tiny_config, tmp_path):
         with pytest.raises(MemsigError) as caught:
             run(cfg)
         assert str(path) in str(caught.value) and "base.ckpt" in str(caught.value)
+
+
+class _Exploit:
+    """Unpickling this runs code: what a malicious checkpoint would do."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import pathlib
+
+        return (pathlib.Path.touch, (self.marker,))
+
+
+def test_a_checkpoint_that_runs_code_is_refused(tiny_config, tmp_path):
+    import torch
+
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"format": "memsig/base@1", "payload": _Exploit(marker)}, evil)
+    cfg = tiny_config("stage=signature", f"base_ckpt={evil}")
+    with pytest.raises(MemsigError, match="not a memsig base checkpoint"):
+        run(cfg)
+    assert not marker.exists()
+
+
+def test_same_seed_same_signature(tiny_config):
+    overrides = ["probe.max_offset=2", "model.training.max_epochs=2", "probe.max_epochs=3"]
+    first = run(tiny_config(*overrides, run="a"))
+    second = run(tiny_config(*overrides, run="b"))
+    strip = {"checkpoint"}
+    one, two = first.to_dict(), second.to_dict()
+    for raw in (one, two):
+        raw["model"] = {k: v for k, v in raw["model"].items() if k not in strip}
+        raw["probe"]["config"] = None
+    assert json.dumps(one, sort_keys=True) == json.dumps(two, sort_keys=True)

@@ -118,12 +118,19 @@ def fit_probe(cache, tokens, positions, offsets, epochs, seed=0):
     )
     data = PositionBatches(cache.views, tokens, positions, np.asarray(offsets))
     trainer = L.Trainer(
-        max_epochs=epochs, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
     )
     L.seed_everything(seed, verbose=False)
-    trainer.fit(probe, position_loader(data, 256, shuffle=True, seed=seed),
-                position_loader(data, 1024, shuffle=False))
+    trainer.fit(
+        probe,
+        position_loader(data, 256, shuffle=True, seed=seed),
+        position_loader(data, 1024, shuffle=False),
+    )
     return probe
 
 
@@ -132,8 +139,13 @@ def test_linear_probe_agrees_with_scikit_learn(net, tmp_path):
     offsets = [0, 1, 2, 4]
     settings = ExtractSettings(segments=4, chunk=128, burn_in=64)
     caches = {
-        part: build_cache(net.views, corpus.parts[part], tmp_path / part,
-                          identity({"layer2.h": 12}, part), settings)
+        part: build_cache(
+            net.views,
+            corpus.parts[part],
+            tmp_path / part,
+            identity({"layer2.h": 12}, part),
+            settings,
+        )
         for part in ("probe_train", "probe_test")
     }
     train_tokens, test_tokens = corpus.parts["probe_train"], corpus.parts["probe_test"]
@@ -160,8 +172,13 @@ def test_linear_probe_agrees_with_scikit_learn(net, tmp_path):
 
 def test_each_head_keeps_its_best_validation_weights(net, tmp_path):
     tokens = np.random.default_rng(4).integers(0, 5, size=3000)
-    cache = build_cache(net.views, tokens, tmp_path / "c", identity({"layer2.h": 12}),
-                        ExtractSettings(segments=2, chunk=100, burn_in=50))
+    cache = build_cache(
+        net.views,
+        tokens,
+        tmp_path / "c",
+        identity({"layer2.h": 12}),
+        ExtractSettings(segments=2, chunk=100, burn_in=50),
+    )
     offsets = [0, 3]
     positions = np.asarray(valid_positions(len(tokens), offsets))
     probe = fit_probe(cache, tokens, positions, offsets, epochs=3)
@@ -169,3 +186,43 @@ def test_each_head_keeps_its_best_validation_weights(net, tmp_path):
     best = probe.best_weight0.clone()
     probe.use_best_weights()
     assert torch.equal(probe.heads[0].weight, best)
+
+
+def test_cache_refuses_to_fill_the_disk(net, tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    from memsig.errors import MemsigError
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**6, 10**6 - 1000, 1000))
+    tokens = np.zeros(500, dtype=np.int64)
+    with pytest.raises(MemsigError, match="float16"):
+        build_cache(
+            net.views,
+            tokens,
+            tmp_path / "c",
+            identity(net.view_dims),
+            ExtractSettings(segments=2, chunk=50, burn_in=10),
+        )
+    assert not list((tmp_path / "c").glob("*.npy"))
+
+
+def test_float16_cache_holds_the_same_states(net, tmp_path):
+    tokens = np.random.default_rng(5).integers(0, 5, size=400)
+    half = build_cache(
+        net.views,
+        tokens,
+        tmp_path / "h",
+        identity(net.view_dims),
+        ExtractSettings(segments=2, chunk=50, burn_in=400, dtype="float16"),
+    )
+    full = build_cache(
+        net.views,
+        tokens,
+        tmp_path / "f",
+        identity(net.view_dims),
+        ExtractSettings(segments=2, chunk=50, burn_in=400),
+    )
+    assert half.views["layer1.h"].dtype == np.float16
+    np.testing.assert_allclose(half.views["layer1.h"], full.views["layer1.h"], atol=2e-3)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from memsig.atomic import write_json_atomic
+from memsig.errors import MemsigError
 
 MANIFEST = "manifest.json"
 
@@ -88,6 +89,17 @@ def open_cache(directory: Path, identity: Mapping) -> StateCache | None:
     return StateCache(directory, views, mean, cov)
 
 
+def check_free_space(directory: Path, needed: int, margin: float = 1.1) -> None:
+    """Refuse to start an extraction the disk cannot hold, before writing anything."""
+    free = shutil.disk_usage(directory).free
+    if needed * margin > free:
+        raise MemsigError(
+            f"the state cache needs {needed / 2**30:.2f} GiB in {directory} but only "
+            f"{free / 2**30:.2f} GiB is free: free disk space, probe fewer views "
+            "(probe.views=[...]), or store float16 (probe.extract.dtype=float16)"
+        )
+
+
 @torch.no_grad()
 def build_cache(
     states_fn: StatesFn,
@@ -106,6 +118,9 @@ def build_cache(
     directory.mkdir(parents=True)
     view_dims: Mapping[str, int] = identity["views"]
     length = len(tokens)
+    check_free_space(
+        directory, length * sum(view_dims.values()) * np.dtype(settings.dtype).itemsize
+    )
     first, warm, keep = _row_layout(length, settings.segments, settings.burn_in)
     steps = int((warm + keep).max())
     index = np.minimum(first[:, None] + np.arange(steps)[None, :], length - 1)
@@ -123,17 +138,15 @@ def build_cache(
     for lo in range(0, steps, settings.chunk):
         hi = min(lo + settings.chunk, steps)
         views, state = states_fn(row_tokens[:, lo:hi], state)
+        step = np.arange(lo, hi)[None, :]
+        kept = (step >= warm[:, None]) & (step < (warm + keep)[:, None])  # [rows, steps]
+        positions = (first[:, None] + step)[kept]
+        mask = torch.as_tensor(kept, device=row_tokens.device)
         for v in view_dims:
-            chunk = views[v].float().cpu().numpy()
-            for row in range(len(first)):
-                a, b = max(lo, warm[row]), min(hi, warm[row] + keep[row])
-                if a >= b:
-                    continue
-                values = chunk[row, a - lo : b - lo]
-                out[v][first[row] + a : first[row] + b] = values
-                total[v] += values.sum(0)
-                wide = values.astype(np.float64)
-                total_outer[v] += wide.T @ wide
+            values = views[v][mask].float()  # kept states, row-major like `positions`
+            out[v][positions] = values.cpu().numpy()
+            total[v] += values.sum(0).double().cpu().numpy()
+            total_outer[v] += (values.T @ values).double().cpu().numpy()
     for v, array in out.items():
         array.flush()
         mean = total[v] / length

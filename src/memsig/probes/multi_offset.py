@@ -58,15 +58,20 @@ class MultiOffsetProbe(L.LightningModule):
             out.append(self.heads[i](x).view(len(x), self.num_offsets, self.num_classes))
         return out
 
-    def _nll_and_correct(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    def _nll(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Cross-entropy (nats) per view x position x offset, the logits and the targets."""
         features, targets = batch
         logits = torch.stack(self.logits(features))  # [views, b, offsets, classes]
         expanded = targets.unsqueeze(0).expand(logits.shape[:-1])
         nll = F.cross_entropy(logits.permute(0, 3, 1, 2), expanded, reduction="none")
-        return nll, logits.argmax(-1) == expanded
+        return nll, logits, expanded
+
+    def _nll_and_correct(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        nll, logits, targets = self._nll(batch)
+        return nll, logits.argmax(-1) == targets
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        nll, _ = self._nll_and_correct(batch)
+        nll = self._nll(batch)[0]
         loss = nll.mean(1).sum()
         if not torch.isfinite(loss):
             raise FloatingPointError(
