@@ -40,7 +40,7 @@ def resolve_offsets(offsets: Sequence | None, max_offset: int | None) -> list[in
 
 
 def valid_positions(length: int, offsets: Sequence[int]) -> range:
-    """Positions t of a part for which x_{t-k} exists for every offset k (the same set for all k)."""
+    """Positions t of a part where x_{t-k} exists for every offset k (one set for all k)."""
     start = max(0, max(offsets))
     stop = length + min(0, min(offsets))
     return range(start, max(start, stop))
