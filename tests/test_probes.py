@@ -226,3 +226,21 @@ def test_float16_cache_holds_the_same_states(net, tmp_path):
     )
     assert half.views["layer1.h"].dtype == np.float16
     np.testing.assert_allclose(half.views["layer1.h"], full.views["layer1.h"], atol=2e-3)
+
+
+def test_epoch_batches_depend_only_on_seed_and_epoch():
+    from memsig.probes.loader import EpochBatches
+
+    first, again = (
+        EpochBatches(10, 3, shuffle=True, seed=1),
+        EpochBatches(10, 3, shuffle=True, seed=1),
+    )
+    first.set_epoch(4)
+    again.set_epoch(4)
+    batches = list(first)
+    assert batches == list(again)
+    assert sorted(i for b in batches for i in b) == list(range(10))
+    assert [len(b) for b in batches] == [3, 3, 3, 1] and len(first) == 4
+    again.set_epoch(5)
+    assert list(again) != batches
+    assert list(EpochBatches(5, 2, shuffle=False)) == [[0, 1], [2, 3], [4]]

@@ -9,6 +9,7 @@ import sys
 from typing import NoReturn
 
 import hydra
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from memsig.config import CONFIG_DIR
@@ -43,6 +44,13 @@ def hydra_run(cfg: DictConfig) -> float | None:
         signature = run(cfg)
     except MemsigError as err:
         _fail(err)
+    except SIGTERMException:
+        print(
+            f"memsig: interrupted (SIGTERM); run the same command with "
+            f"hydra.run.dir={cfg.paths.output_dir} to continue where it stopped",
+            file=sys.stderr,
+        )
+        raise SystemExit(143) from None
     if signature is None:
         return None
     return sum(s.capacity for s in signature.views.values()) / len(signature.views)

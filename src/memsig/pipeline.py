@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,8 +141,9 @@ def train_base(cfg: DictConfig, plan: Plan, loggers: list) -> Path:
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     net = build_network(model_cfg, len(corpus.vocab))
     lm = CharLM(net, instantiate(cfg.model.optimizer), list(corpus.vocab), corpus.unit)
+    checkpoints = plan.run_dir / "checkpoints" / "lightning"
     best = ModelCheckpoint(
-        dirpath=plan.run_dir / "checkpoints" / "lightning",
+        dirpath=checkpoints,
         filename="best",
         monitor="val/bpc",
         mode="min",
@@ -159,6 +163,7 @@ def train_base(cfg: DictConfig, plan: Plan, loggers: list) -> Path:
         lm,
         stream_loader(corpus.parts["train"], training.batch_size, training.bptt),
         stream_loader(corpus.parts["val"], training.batch_size, training.bptt),
+        ckpt_path=resume_point(cfg, checkpoints),
     )
     state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
     lm.load_state_dict(state)
@@ -224,6 +229,7 @@ def signature_stage(cfg: DictConfig, plan: Plan, loggers: list) -> Signature:
         for part in ("probe_train", "probe_test")
     }
     fit, val, test = _position_sets(caches, corpus, offsets, cfg.probe.val_fraction)
+    L.seed_everything(cfg.seed, verbose=False)  # same probe init whether or not the base trained here
     probe = MultiOffsetProbe(
         views,
         len(offsets),
@@ -238,12 +244,15 @@ def signature_stage(cfg: DictConfig, plan: Plan, loggers: list) -> Signature:
         patience=cfg.probe.patience,
         min_delta=cfg.probe.min_delta,
     )
+    probe_key = hashlib.sha256(json.dumps([identity, probe_cfg, offsets]).encode()).hexdigest()
+    checkpoints = plan.run_dir / "checkpoints" / f"probe-{probe_key[:12]}"
+    last = ModelCheckpoint(dirpath=checkpoints, save_last=True, save_top_k=0,
+                           save_on_train_epoch_end=False)
     trainer = _trainer(
         cfg,
         loggers,
         max_epochs=cfg.probe.max_epochs,
-        callbacks=[stop],
-        enable_checkpointing=False,
+        callbacks=[stop, last],
         num_sanity_val_steps=0,
     )
     batch = cfg.probe.batch_size
@@ -251,6 +260,7 @@ def signature_stage(cfg: DictConfig, plan: Plan, loggers: list) -> Signature:
         probe,
         position_loader(fit, batch, shuffle=True, seed=cfg.seed),
         position_loader(val, batch, shuffle=False),
+        ckpt_path=resume_point(cfg, checkpoints),
     )
     trainer.test(probe, position_loader(test, batch, shuffle=False), verbose=False)
     chars = character_record(probe, test, corpus.vocab, cfg.probe.passage_chars, batch)
@@ -333,6 +343,19 @@ def _position_sets(
         batches("probe_train", val_positions),
         batches("probe_test", test_positions),
     )
+
+
+def resume_point(cfg: DictConfig, checkpoints: Path) -> Path | None:
+    """The last checkpoint of an interrupted fit to continue from (`resume=true`), else None;
+    with `resume=false` an interrupted fit's checkpoints are cleared and training restarts."""
+    last = checkpoints / "last.ckpt"
+    if not last.is_file():
+        return None
+    if cfg.resume:
+        log.info("resuming from %s", last)
+        return last
+    shutil.rmtree(checkpoints)
+    return None
 
 
 def _trainer(cfg: DictConfig, loggers: list, **overrides) -> L.Trainer:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from memsig.probes.offsets import offset_targets
 
@@ -38,15 +38,35 @@ class PositionBatches(Dataset):
         return features, targets
 
 
+class EpochBatches(Sampler[list[int]]):
+    """Batches of indices; when shuffled, epoch e's order depends only on (seed, e), so a run
+    resumed from a checkpoint sees the same batches as one that never stopped."""
+
+    def __init__(self, size: int, batch_size: int, shuffle: bool, seed: int = 0) -> None:
+        self.size, self.batch_size, self.shuffle, self.seed = size, batch_size, shuffle, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning at the start of every epoch."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-self.size // self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(self.size, generator=generator)
+        else:
+            order = torch.arange(self.size)
+        yield from (chunk.tolist() for chunk in order.split(self.batch_size))
+
+
 def position_loader(
     dataset: PositionBatches, batch_size: int, shuffle: bool, seed: int = 0
 ) -> DataLoader:
-    """Whole batches are read at once (sorted positions), shuffled across epochs if asked."""
-    if shuffle:
-        order = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
-    else:
-        order = SequentialSampler(dataset)
-    sampler = BatchSampler(order, batch_size=batch_size, drop_last=False)
+    """Whole batches are read at once (sorted positions), shuffled per epoch if asked."""
+    sampler = EpochBatches(len(dataset), batch_size, shuffle, seed)
     return DataLoader(dataset, sampler=sampler, batch_size=None)
 
 

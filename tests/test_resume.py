@@ -1,0 +1,70 @@
+"""Fault injection: a run killed with SIGTERM during base training and again during probe
+training continues where it stopped and ends with the signature of an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import TINY, TINY_MARKOV, compose_config
+
+from memsig.config import PROJECT_ROOT
+from memsig.pipeline import run
+
+FIXED_LENGTH = [  # no early stopping, so both runs train the same number of epochs
+    "model.training.max_epochs=6",
+    "model.training.patience=6",
+    "probe.max_epochs=6",
+    "probe.patience=6",
+]
+
+
+def launch(run_dir: Path) -> subprocess.Popen:
+    args = [*TINY, *TINY_MARKOV, *FIXED_LENGTH, f"hydra.run.dir={run_dir}"]
+    return subprocess.Popen(
+        [sys.executable, str(PROJECT_ROOT / "run.py"), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def terminate_when(process: subprocess.Popen, pattern: str, run_dir: Path) -> str:
+    """SIGTERM the run as soon as a file matching `pattern` appears; returns its stderr."""
+    deadline = time.monotonic() + 300
+    while not list(run_dir.glob(pattern)):
+        assert process.poll() is None, process.stderr.read()
+        assert time.monotonic() < deadline, f"{pattern} never appeared"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 143, stderr
+    return stderr
+
+
+def test_interrupted_run_resumes_to_the_same_signature(tmp_path):
+    reference = run(compose_config(tmp_path / "reference", FIXED_LENGTH))
+
+    run_dir = tmp_path / "interrupted"
+    stderr = terminate_when(launch(run_dir), "checkpoints/lightning/last.ckpt", run_dir)
+    assert f"hydra.run.dir={run_dir}" in stderr
+    assert not (run_dir / "checkpoints" / "base.ckpt").exists()
+
+    terminate_when(launch(run_dir), "checkpoints/probe-*/last.ckpt", run_dir)
+    assert (run_dir / "checkpoints" / "base.ckpt").is_file()
+    assert not (run_dir / "signature.json").exists()
+
+    final = launch(run_dir)
+    _, stderr = final.communicate(timeout=600)
+    assert final.returncode == 0, stderr
+    resumed = json.loads((run_dir / "signature.json").read_text())
+    expected = reference.to_dict()
+    assert resumed["model"]["metrics"] == pytest.approx(expected["model"]["metrics"], abs=1e-6)
+    for view, scores in expected["views"].items():
+        for key in ("accuracy", "xent_bits"):
+            assert resumed["views"][view][key] == pytest.approx(scores[key], abs=1e-5), view
