@@ -7,3 +7,7 @@ class MemsigError(Exception):
 
 class ConfigError(MemsigError):
     """A config value that cannot work."""
+
+
+class NumericalError(MemsigError):
+    """A loss or a state that became NaN or infinite."""

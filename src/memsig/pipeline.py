@@ -42,6 +42,7 @@ from memsig.probes.offsets import resolve_offsets, valid_positions
 from memsig.signature import Signature, ViewScores
 from memsig.state_cache import ExtractSettings, StateCache, build_cache
 from memsig.tracking import build_loggers, log_signature
+from memsig.validate import check_config
 
 log = logging.getLogger(__name__)
 STAGES = ("all", "base", "signature")
@@ -81,6 +82,7 @@ def prepare(cfg: DictConfig) -> Plan:
     """Validate the config, the data and any checkpoint to reuse, before training anything."""
     if cfg.stage not in STAGES:
         raise ConfigError(f"stage={cfg.stage}: must be one of {', '.join(STAGES)}")
+    check_config(cfg)
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     offsets = resolve_offsets(
@@ -229,7 +231,9 @@ def signature_stage(cfg: DictConfig, plan: Plan, loggers: list) -> Signature:
         for part in ("probe_train", "probe_test")
     }
     fit, val, test = _position_sets(caches, corpus, offsets, cfg.probe.val_fraction)
-    L.seed_everything(cfg.seed, verbose=False)  # same probe init whether or not the base trained here
+    L.seed_everything(
+        cfg.seed, verbose=False
+    )  # same probe init whether or not the base trained here
     probe = MultiOffsetProbe(
         views,
         len(offsets),
@@ -246,8 +250,9 @@ def signature_stage(cfg: DictConfig, plan: Plan, loggers: list) -> Signature:
     )
     probe_key = hashlib.sha256(json.dumps([identity, probe_cfg, offsets]).encode()).hexdigest()
     checkpoints = plan.run_dir / "checkpoints" / f"probe-{probe_key[:12]}"
-    last = ModelCheckpoint(dirpath=checkpoints, save_last=True, save_top_k=0,
-                           save_on_train_epoch_end=False)
+    last = ModelCheckpoint(
+        dirpath=checkpoints, save_last=True, save_top_k=0, save_on_train_epoch_end=False
+    )
     trainer = _trainer(
         cfg,
         loggers,

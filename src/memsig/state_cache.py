@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from memsig.atomic import write_json_atomic
-from memsig.errors import MemsigError
+from memsig.errors import MemsigError, NumericalError
 
 MANIFEST = "manifest.json"
 
@@ -144,9 +144,15 @@ def build_cache(
         mask = torch.as_tensor(kept, device=row_tokens.device)
         for v in view_dims:
             values = views[v][mask].float()  # kept states, row-major like `positions`
+            if not torch.isfinite(values).all():
+                raise NumericalError(
+                    f"view {v} holds NaN or inf near position {int(positions[0])}: the model "
+                    "is numerically broken; retrain it with a lower learning rate"
+                )
             out[v][positions] = values.cpu().numpy()
-            total[v] += values.sum(0).double().cpu().numpy()
-            total_outer[v] += (values.T @ values).double().cpu().numpy()
+            wide = values.double()
+            total[v] += wide.sum(0).cpu().numpy()
+            total_outer[v] += (wide.T @ wide).cpu().numpy()
     for v, array in out.items():
         array.flush()
         mean = total[v] / length

@@ -127,6 +127,15 @@ def sample(table: MarkovTable, num_chars: int, rng: np.random.Generator) -> np.n
 
 
 def _validate(order: int, vocab_size: int, branching: int, num_chars: int) -> None:
+    given = {
+        "order": order,
+        "vocab_size": vocab_size,
+        "branching": branching,
+        "num_chars": num_chars,
+    }
+    for key, value in given.items():
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(f"data.{key}={value!r}: must be an integer (e.g. data.order=3)")
     if order < 1:
         raise ConfigError(f"data.order={order}: must be >= 1 (e.g. data.order=3)")
     if not 2 <= vocab_size <= len(SYMBOLS):

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric
 
+from memsig.errors import NumericalError
 from memsig.models.recurrent import detach_state
 
 LN2 = math.log(2.0)
@@ -58,9 +59,10 @@ class CharLM(L.LightningModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss = self._step(batch, batch_idx, "train")
         if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"base model loss is {loss.item()} at step {self.global_step}: lower "
-                "model.optimizer.lr or model.training.grad_clip"
+            raise NumericalError(
+                f"the base model's loss became {loss.item()} at step {self.global_step}: lower "
+                "the learning rate (model.optimizer.lr) or clip gradients harder "
+                "(model.training.grad_clip=1.0)"
             )
         self.train_loss(loss)
         self.log("train/loss", self.train_loss, on_step=True, on_epoch=False, prog_bar=True)

@@ -86,10 +86,10 @@ class StackedRNN(nn.Module):
             ("hidden", hidden, 1),
             ("embed", embed, 1),
         ):
-            if value < low:
-                raise ValueError(f"{name} must be >= {low}, got {value}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if not isinstance(dropout, int | float) or not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         self.cell = cell
         self.layers = layers
         self.hidden = hidden

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from memsig.errors import ConfigError
+from memsig.errors import ConfigError, NumericalError
 from memsig.probes.scores import HeadScores
 
 
@@ -74,8 +74,9 @@ class MultiOffsetProbe(L.LightningModule):
         nll = self._nll(batch)[0]
         loss = nll.mean(1).sum()
         if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"probe loss is {loss.item()} at step {self.global_step}: lower probe.optimizer.lr"
+            raise NumericalError(
+                f"the probe loss became {loss.item()} at step {self.global_step}: "
+                "lower probe.optimizer.lr"
             )
         self.log("probe/train/loss", nll.mean(), prog_bar=True)
         return loss

@@ -1,0 +1,64 @@
+"""Config values checked before any work starts, each with the fix in its message."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from omegaconf import DictConfig, OmegaConf
+
+from memsig.errors import ConfigError
+
+
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _non_negative_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _non_negative_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
+
+
+def _positive_number(value) -> bool:
+    return _non_negative_number(value) and value > 0
+
+
+def _fraction(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < 1
+
+
+# key -> (test, what it must be, an example); keys absent from a config are skipped.
+CHECKS: dict[str, tuple[Callable[[object], bool], str, str]] = {
+    "seed": (_non_negative_int, "an integer >= 0", "seed=0"),
+    "model.training.batch_size": (_positive_int, "an integer >= 1", "32"),
+    "model.training.bptt": (_positive_int, "an integer >= 1", "64"),
+    "model.training.max_epochs": (_positive_int, "an integer >= 1", "40"),
+    "model.training.patience": (_non_negative_int, "an integer >= 0", "2"),
+    "model.training.grad_clip": (_non_negative_number, "a number >= 0 (0 disables)", "1.0"),
+    "model.optimizer.lr": (_positive_number, "a number > 0", "0.003"),
+    "probe.batch_size": (_positive_int, "an integer >= 1", "1024"),
+    "probe.max_epochs": (_positive_int, "an integer >= 1", "30"),
+    "probe.patience": (_non_negative_int, "an integer >= 0", "2"),
+    "probe.val_fraction": (_fraction, "a fraction in (0, 1)", "0.1"),
+    "probe.optimizer.lr": (_positive_number, "a number > 0", "0.01"),
+    "probe.extract.segments": (_positive_int, "an integer >= 1", "32"),
+    "probe.extract.chunk": (_positive_int, "an integer >= 1", "256"),
+    "probe.extract.burn_in": (_non_negative_int, "an integer >= 0", "256"),
+    "probe.extract.dtype": (lambda v: v in ("float32", "float16"), "float32 or float16", "float16"),
+}
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Raise ConfigError naming the first key whose value cannot work."""
+    for key, (test, must_be, example) in CHECKS.items():
+        value = OmegaConf.select(cfg, key, default=_MISSING)
+        if value is _MISSING:
+            continue
+        if not test(value):
+            shown = example if "=" in example else f"{key}={example}"
+            raise ConfigError(f"{key}={value!r}: must be {must_be} (e.g. {shown})")
+
+
+_MISSING = object()
