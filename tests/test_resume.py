@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import TINY, TINY_MARKOV, compose_config
 
+from conftest import TINY, TINY_MARKOV, compose_config
 from memsig.config import PROJECT_ROOT
 from memsig.pipeline import run
 

@@ -130,7 +130,8 @@ def prepare(cfg: DictConfig) -> Plan:
         if len(valid_positions(len(corpus.parts[part]), offsets)) < 2:
             raise ConfigError(
                 f"offsets {min(offsets)}..{max(offsets)} leave no positions in the {part} part "
-                f"({len(corpus.parts[part])} tokens): lower probe.max_offset or enlarge data.split.{part}"
+                f"({len(corpus.parts[part])} tokens): lower probe.max_offset or enlarge "
+                f"data.split.{part}"
             )
     return Plan(run_dir, corpus, cfg.stage, base_ckpt, reuse, offsets)
 
