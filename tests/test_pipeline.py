@@ -204,3 +204,20 @@ def test_same_seed_same_signature(tiny_config):
         raw["model"] = {k: v for k, v in raw["model"].items() if k not in strip}
         raw["probe"]["config"] = None
     assert json.dumps(one, sort_keys=True) == json.dumps(two, sort_keys=True)
+
+
+def test_reused_checkpoint_must_match_the_data_vocabulary(markov_run, tiny_config):
+    _, out, _ = markov_run
+    ckpt = out / "checkpoints" / "base.ckpt"
+    cfg = tiny_config("stage=signature", f"base_ckpt={ckpt}", "data.vocab_size=5", run="vocab")
+    with pytest.raises(ConfigError, match="vocabulary"):
+        run(cfg)
+
+
+def test_a_run_dir_holding_another_model_is_not_overwritten(markov_run):
+    cfg, out, _ = markov_run
+    stamp = (out / "checkpoints" / "base.ckpt").stat().st_mtime_ns
+    other = compose_config(out, ["model.hidden=32"])
+    with pytest.raises(ConfigError, match="another config"):
+        run(other)
+    assert (out / "checkpoints" / "base.ckpt").stat().st_mtime_ns == stamp

@@ -167,6 +167,7 @@ def train_base(cfg: DictConfig, plan: Plan, loggers: list) -> Path:
         stream_loader(corpus.parts["train"], training.batch_size, training.bptt),
         stream_loader(corpus.parts["val"], training.batch_size, training.bptt),
         ckpt_path=resume_point(cfg, checkpoints),
+        weights_only=True,
     )
     state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
     lm.load_state_dict(state)
@@ -267,6 +268,7 @@ def signature_stage(cfg: DictConfig, plan: Plan, loggers: list) -> Signature:
         position_loader(fit, batch, shuffle=True, seed=cfg.seed),
         position_loader(val, batch, shuffle=False),
         ckpt_path=resume_point(cfg, checkpoints),
+        weights_only=True,
     )
     trainer.test(probe, position_loader(test, batch, shuffle=False), verbose=False)
     chars = character_record(probe, test, corpus.vocab, cfg.probe.passage_chars, batch)
