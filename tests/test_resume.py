@@ -68,3 +68,14 @@ def test_interrupted_run_resumes_to_the_same_signature(tmp_path):
     for view, scores in expected["views"].items():
         for key in ("accuracy", "xent_bits"):
             assert resumed["views"][view][key] == pytest.approx(scores[key], abs=1e-5), view
+
+
+def test_a_truncated_last_checkpoint_is_not_trusted(tmp_path):
+    from memsig.pipeline import resume_point
+
+    checkpoints = tmp_path / "checkpoints"
+    checkpoints.mkdir()
+    (checkpoints / "last.ckpt").write_bytes(b"PK\x03\x04 cut short")
+    cfg = compose_config(tmp_path / "run")
+    assert resume_point(cfg, checkpoints) is None
+    assert not checkpoints.exists()

@@ -360,8 +360,13 @@ def resume_point(cfg: DictConfig, checkpoints: Path) -> Path | None:
     if not last.is_file():
         return None
     if cfg.resume:
-        log.info("resuming from %s", last)
-        return last
+        try:
+            torch.load(last, map_location="cpu", weights_only=True)
+        except Exception as err:  # a file cut short by a crash: never trusted
+            log.warning("%s cannot be loaded (%s): training starts over", last, err)
+        else:
+            log.info("resuming from %s", last)
+            return last
     shutil.rmtree(checkpoints)
     return None
 
