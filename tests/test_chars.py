@@ -1,4 +1,4 @@
-"""Character-level results (chars.json) and the `memsig chars` comparison of two runs."""
+"""Character-level results (chars.json) and the `memsig compare` comparison of two runs."""
 
 from __future__ import annotations
 
@@ -92,10 +92,10 @@ def test_chars_record_is_small_and_consistent(runs):
     assert (runs[0] / "chars.json").stat().st_size < 100_000
 
 
-def test_memsig_chars_command_writes_png_html_csv(runs, tmp_path, monkeypatch, capsys):
+def test_memsig_compare_command_writes_png_html_csv(runs, tmp_path, monkeypatch, capsys):
     out = tmp_path / "cmp"
     monkeypatch.setattr(
-        sys, "argv", ["memsig", "chars", str(runs[0]), str(runs[1]), "--out", str(out)]
+        sys, "argv", ["memsig", "compare", str(runs[0]), str(runs[1]), "--out", str(out)]
     )
     main()
     assert {p.name for p in out.iterdir()} == {"chars.png", "chars.html", "chars_classes.csv"}
@@ -135,7 +135,7 @@ def test_chars_refuses_runs_that_differ(runs, tmp_path, key, value, message):
 
 
 def test_chars_command_error_exits_cleanly(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", ["memsig", "chars", str(tmp_path), str(tmp_path)])
+    monkeypatch.setattr(sys, "argv", ["memsig", "compare", str(tmp_path), str(tmp_path)])
     with pytest.raises(SystemExit) as exit_info:
         main()
     assert exit_info.value.code == 2

@@ -93,7 +93,9 @@ def test_signature_stage_reuses_a_checkpoint(markov_run, tiny_config):
     signature = run(cfg)
     assert signature.offsets == [-1, 0, 3]
     assert signature.model["checkpoint"] == str(ckpt)
-    assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()
+    reuse_dir = Path(cfg.paths.output_dir)
+    assert not (reuse_dir / "checkpoints" / "base.ckpt").exists()  # nothing trained here
+    assert not (reuse_dir / "checkpoints" / "lightning").exists()
     assert signature.views["layer1.h"].accuracy[1] >= 0.9  # offset 0
 
 

@@ -1,4 +1,4 @@
-"""`memsig chars RUN_A RUN_B`: which characters two models keep, side by side.
+"""`memsig compare RUN_A RUN_B`: which characters two models keep, side by side.
 
 From two finished run dirs (signature.json + chars.json) it writes, into one folder:
 chars.png (the passage per offset, each character shaded by how well it is recovered k steps
@@ -148,7 +148,7 @@ def _cell(value: float | None) -> str:
 def page(a: RunChars, b: RunChars, record: dict) -> str:
     """The self-contained HTML page (inline CSS and script, no external assets)."""
     offsets = record["offsets"]
-    start = offsets.index(1) if 1 in offsets else 0
+    start = int(np.abs(a.recall.mean(1) - b.recall.mean(1)).argmax())  # where they differ most
     chars = _text(record)
 
     def passage(side: RunChars, key: str) -> str:
@@ -246,9 +246,9 @@ def compare_chars(
 
 
 def command(argv: Sequence[str]) -> None:
-    """Parse `memsig chars` arguments and write the comparison."""
+    """Parse `memsig compare` arguments and write the comparison."""
     parser = argparse.ArgumentParser(
-        prog="memsig chars", description="Compare which characters two runs' states keep."
+        prog="memsig compare", description="Compare which characters two runs' states keep."
     )
     parser.add_argument("run_a", type=Path, help="first finished run dir")
     parser.add_argument("run_b", type=Path, help="second finished run dir")

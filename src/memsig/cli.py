@@ -1,10 +1,11 @@
 """The `memsig` command and run.py: compose the Hydra config and run the pipeline, or run a
-named command given as the first argument (`memsig chars RUN_A RUN_B`)."""
+named command given as the first argument (`memsig compare RUN_A RUN_B`)."""
 
 from __future__ import annotations
 
 import importlib
 import logging
+import signal
 import sys
 from typing import NoReturn
 
@@ -16,7 +17,7 @@ from memsig.config import CONFIG_DIR
 from memsig.errors import MemsigError
 
 log = logging.getLogger("memsig")
-COMMANDS = {"chars": "memsig.char_report"}  # first argument -> module whose command(argv) runs
+COMMANDS = {"compare": "memsig.char_report"}  # first argument -> module whose command(argv) runs
 
 
 def main() -> float | None:
@@ -35,11 +36,18 @@ def _fail(err: MemsigError) -> NoReturn:
     raise SystemExit(2) from None
 
 
+def _stop_on_sigterm(signum: int, frame: object) -> NoReturn:
+    """Stop wherever the run is (Lightning calls this after its own handler inside training);
+    finished work is on disk and a rerun in the same run dir continues from it."""
+    raise SIGTERMException
+
+
 @hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base="1.3")
 def hydra_run(cfg: DictConfig) -> float | None:
     """Run the stages; returns the mean capacity over views (the value a sweeper optimises)."""
     from memsig.pipeline import run
 
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         signature = run(cfg)
     except MemsigError as err:

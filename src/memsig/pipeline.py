@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +38,7 @@ from memsig.probes.loader import PositionBatches, position_loader, targets_of
 from memsig.probes.local_context import check_orders, local_context_reference
 from memsig.probes.multi_offset import MultiOffsetProbe, probe_views
 from memsig.probes.offsets import resolve_offsets, valid_positions
+from memsig.resume import ResumeCheckpoint, resume_point
 from memsig.signature import Signature, ViewScores
 from memsig.state_cache import ExtractSettings, StateCache, build_cache
 from memsig.tracking import build_loggers, log_signature
@@ -150,7 +150,6 @@ def train_base(cfg: DictConfig, plan: Plan, loggers: list) -> Path:
         filename="best",
         monitor="val/bpc",
         mode="min",
-        save_last=True,
     )
     stop = EarlyStopping(
         monitor="val/bpc", mode="min", patience=training.patience, min_delta=training.min_delta
@@ -159,14 +158,14 @@ def train_base(cfg: DictConfig, plan: Plan, loggers: list) -> Path:
         cfg,
         loggers,
         max_epochs=training.max_epochs,
-        callbacks=[best, stop],
+        callbacks=[best, stop, ResumeCheckpoint(checkpoints)],
         gradient_clip_val=training.grad_clip,
     )
     trainer.fit(
         lm,
         stream_loader(corpus.parts["train"], training.batch_size, training.bptt),
         stream_loader(corpus.parts["val"], training.batch_size, training.bptt),
-        ckpt_path=resume_point(cfg, checkpoints),
+        ckpt_path=resume_point(checkpoints, cfg.resume),
         weights_only=True,
     )
     state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
@@ -252,14 +251,12 @@ def signature_stage(cfg: DictConfig, plan: Plan, loggers: list) -> Signature:
     )
     probe_key = hashlib.sha256(json.dumps([identity, probe_cfg, offsets]).encode()).hexdigest()
     checkpoints = plan.run_dir / "checkpoints" / f"probe-{probe_key[:12]}"
-    last = ModelCheckpoint(
-        dirpath=checkpoints, save_last=True, save_top_k=0, save_on_train_epoch_end=False
-    )
     trainer = _trainer(
         cfg,
         loggers,
         max_epochs=cfg.probe.max_epochs,
-        callbacks=[stop, last],
+        callbacks=[stop, ResumeCheckpoint(checkpoints)],
+        enable_checkpointing=False,
         num_sanity_val_steps=0,
     )
     batch = cfg.probe.batch_size
@@ -267,7 +264,7 @@ def signature_stage(cfg: DictConfig, plan: Plan, loggers: list) -> Signature:
         probe,
         position_loader(fit, batch, shuffle=True, seed=cfg.seed),
         position_loader(val, batch, shuffle=False),
-        ckpt_path=resume_point(cfg, checkpoints),
+        ckpt_path=resume_point(checkpoints, cfg.resume),
         weights_only=True,
     )
     trainer.test(probe, position_loader(test, batch, shuffle=False), verbose=False)
@@ -351,24 +348,6 @@ def _position_sets(
         batches("probe_train", val_positions),
         batches("probe_test", test_positions),
     )
-
-
-def resume_point(cfg: DictConfig, checkpoints: Path) -> Path | None:
-    """The last checkpoint of an interrupted fit to continue from (`resume=true`), else None;
-    with `resume=false` an interrupted fit's checkpoints are cleared and training restarts."""
-    last = checkpoints / "last.ckpt"
-    if not last.is_file():
-        return None
-    if cfg.resume:
-        try:
-            torch.load(last, map_location="cpu", weights_only=True)
-        except Exception as err:  # a file cut short by a crash: never trusted
-            log.warning("%s cannot be loaded (%s): training starts over", last, err)
-        else:
-            log.info("resuming from %s", last)
-            return last
-    shutil.rmtree(checkpoints)
-    return None
 
 
 def _trainer(cfg: DictConfig, loggers: list, **overrides) -> L.Trainer:

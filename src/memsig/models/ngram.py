@@ -32,7 +32,8 @@ from memsig.models.context import PAD, context_windows
 MAX_ID = 2**62  # n-gram ids must fit int64 with room for the next digit
 
 
-def _discount(counts: np.ndarray) -> float:
+def kn_discount(counts: np.ndarray) -> float:
+    """Kneser-Ney's D = n1 / (n1 + 2 n2) from the counts of seen events, clipped to [0.1, 0.9]."""
     n1, n2 = np.sum(counts == 1), np.sum(counts == 2)
     return float(np.clip(n1 / (n1 + 2 * n2), 0.1, 0.9)) if n1 + n2 else 0.5
 
@@ -87,7 +88,7 @@ class NGramLM(nn.Module):
             table = np.zeros((len(contexts), v))
             table[row, ids % v] = counts
             total = table.sum(1, keepdims=True)
-            d = _discount(counts)
+            d = kn_discount(counts)
             seen = (table > 0).sum(1, keepdims=True)
             back = lower_rows[np.searchsorted(lower_contexts, contexts % v ** max(m - 2, 0))]
             lower_rows = np.maximum(table - d, 0) / total + d * seen / total * back

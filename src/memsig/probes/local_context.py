@@ -5,9 +5,15 @@ view. Counting on probe-train how often each window x_{t-m+1..t} co-occurs with 
 and scoring the resulting predictor on probe-test, gives the accuracy and information a
 window of m characters supports, offset by offset; a view above it remembers more than that.
 
-The estimate is p(x | window) = (c(window, x) + prior(x)) / (c(window) + 1), with the add-one
-smoothed probe-train class prior of the offset (as in the prior baselines), so an unseen
-window falls back to the prior; the prediction is its argmax.
+Both scores use the last j = 1..m characters w, counted on probe-train, and a test window
+unseen there uses its longest seen suffix (w' drops w's oldest character):
+
+* accuracy: the most frequent x_{t-k} after w (ties broken by the shorter windows), so x_{t-k}
+  with k < m is recovered whenever the last k+1 characters were seen;
+* information: absolute-discount interpolation, p_j(x | w) = (c(w, x) - D)^+ / c(w) +
+  D N1+(w .) / c(w) p_{j-1}(x | w') with Kneser-Ney's D per window length and p_0 the add-one
+  smoothed class prior of the offset (as in the prior baselines): a window seen once must not
+  claim its one target with certainty.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from memsig.errors import ConfigError
+from memsig.models.ngram import kn_discount
 from memsig.probes.offsets import offset_targets, valid_positions
 
 MAX_ID = 2**62  # window ids must fit int64
@@ -63,23 +70,34 @@ def local_context_reference(
     test_pos = np.asarray(valid_positions(len(test_tokens), offsets))
     train_y = offset_targets(np.asarray(train_tokens, dtype=np.int64), train_pos, offs)
     test_y = offset_targets(np.asarray(test_tokens, dtype=np.int64), test_pos, offs)
+    levels = []  # per window length: seen train windows, each train/test position's slot
+    for length in range(1, max(orders, default=0) + 1):
+        train_ids = _window_ids(train_tokens, train_pos, length, vocab_size)
+        seen, row = np.unique(train_ids, return_inverse=True)
+        test_ids = _window_ids(test_tokens, test_pos, length, vocab_size)
+        slot = np.searchsorted(seen, test_ids).clip(max=len(seen) - 1)
+        levels.append((seen, row, slot, (seen[slot] == test_ids)[:, None]))
     out = {}
     for m in orders:
-        seen, train_row = np.unique(
-            _window_ids(train_tokens, train_pos, m, vocab_size), return_inverse=True
-        )
-        test_ids = _window_ids(test_tokens, test_pos, m, vocab_size)
-        slot = np.searchsorted(seen, test_ids).clip(max=len(seen) - 1)
-        known = seen[slot] == test_ids
         accuracy, xent = [], []
         for j in range(len(offs)):
             prior = np.bincount(train_y[:, j], minlength=vocab_size) + 1.0
             prior /= prior.sum()
-            cells = train_row * vocab_size + train_y[:, j]
-            counts = np.bincount(cells, minlength=len(seen) * vocab_size).reshape(len(seen), -1)
-            table = (counts + prior) / (counts.sum(1, keepdims=True) + 1.0)
-            probs = np.where(known[:, None], table[slot], prior)
-            accuracy.append(float(np.mean(probs.argmax(1) == test_y[:, j])))
+            seen_lower, rows = np.zeros(1, dtype=np.int64), prior[None, :]
+            probs = scores = np.broadcast_to(prior, (len(test_y), vocab_size))
+            for length, (seen, row, slot, known) in enumerate(levels[:m], start=1):
+                cells = row * vocab_size + train_y[:, j]
+                counts = np.bincount(cells, minlength=len(seen) * vocab_size)
+                counts = counts.reshape(len(seen), vocab_size)
+                lower = rows[np.searchsorted(seen_lower, seen % (vocab_size + 1) ** (length - 1))]
+                total = counts.sum(1, keepdims=True)
+                d = kn_discount(counts[counts > 0])
+                distinct = (counts > 0).sum(1, keepdims=True)
+                rows = np.maximum(counts - d, 0) / total + d * distinct / total * lower
+                probs = np.where(known, rows[slot], probs)
+                scores = np.where(known, (counts + lower)[slot], scores)
+                seen_lower = seen
+            accuracy.append(float(np.mean(scores.argmax(1) == test_y[:, j])))
             xent.append(float(-np.mean(np.log2(probs[np.arange(len(test_y)), test_y[:, j]]))))
         info = [p - x for p, x in zip(prior_entropy_bits, xent, strict=True)]
         out[str(m)] = {"accuracy": accuracy, "xent_bits": xent, "info_bits": info}
