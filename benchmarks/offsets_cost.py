@@ -38,7 +38,12 @@ def config(run_dir: Path, overrides: list[str]):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=8, help="probe epochs (fixed: no early stop)")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=0,
+        help="fixed probe epochs (no early stopping); 0: the stage as configured (early stopping)",
+    )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=gru")
     args = parser.parse_args()
     logging.getLogger("lightning").setLevel(logging.ERROR)
@@ -48,8 +53,11 @@ def main() -> None:
     base = root / "base"
     run(config(base, ["stage=base", "model.training.max_epochs=2", *args.overrides]))
     ckpt = base / "checkpoints" / "base.ckpt"
-    fixed = [f"probe.max_epochs={args.epochs}", f"probe.patience={args.epochs}"]
+    fixed = (
+        [f"probe.max_epochs={args.epochs}", f"probe.patience={args.epochs}"] if args.epochs else []
+    )
     times: dict[int, list[float]] = {1: [], 32: []}
+    epochs: dict[int, list[int]] = {1: [], 32: []}
     for repeat in range(args.repeats):
         for count in (1, 32):
             offsets = f"probe.offsets=[{','.join(str(k) for k in range(count))}]"
@@ -60,12 +68,15 @@ def main() -> None:
             start = time.perf_counter()
             signature = run(cfg)
             times[count].append(time.perf_counter() - start)
+            epochs[count].append(signature.probe["epochs"])
             assert len(signature.offsets) == count
     one, many = statistics.median(times[1]), statistics.median(times[32])
     views = len(signature.views)
-    print(f"signature stage, {views} views, {args.epochs} probe epochs, median of {args.repeats}:")
-    print(f"  1 offset:   {one:7.2f} s   (runs: {', '.join(f'{t:.2f}' for t in times[1])})")
-    print(f"  32 offsets: {many:7.2f} s   (runs: {', '.join(f'{t:.2f}' for t in times[32])})")
+    mode = f"{args.epochs} fixed probe epochs" if args.epochs else "early stopping (as configured)"
+    print(f"signature stage, {views} views, {mode}, median of {args.repeats}:")
+    for count, median in ((1, one), (32, many)):
+        runs = ", ".join(f"{t:.2f}" for t in times[count])
+        print(f"  {count:2d} offset(s): {median:7.2f} s  (runs: {runs}; epochs: {epochs[count]})")
     print(f"  ratio 32/1: {many / one:.2f}x  (goal: at most 1.5x)")
 
 

@@ -60,31 +60,32 @@ def character_record(
     passage_chars: int,
     batch_size: int,
 ) -> dict:
-    """Run the trained probe over probe-test once: class accuracies and the passage's recall."""
+    """Class accuracies from the probe's test counts per symbol, and the passage's recall from
+    a pass over the few positions that decode it."""
     newline = list(vocab).index("\n") if "\n" in vocab else None
     start, stop = passage_span(test, passage_chars, newline)
     offsets = test.offsets
-    members = torch.as_tensor(class_members(vocab))
-    device = probe.best_val_xent.device
+    members = torch.as_tensor(class_members(vocab))  # [V, classes]
+    results = probe.test_results
+    correct = torch.einsum("vkc,cm->vmk", results["correct_by_symbol"], members)
+    counts = torch.einsum("kc,cm->mk", results["count_by_symbol"], members)
+    accuracy = (correct / counts).numpy()  # NaN where a class never occurs
+
     views = probe.views
-    correct = torch.zeros(len(views), len(CLASSES), len(offsets), dtype=torch.float64)
-    counts = torch.zeros(len(CLASSES), len(offsets), dtype=torch.float64)
+    device = probe.best_val_xent.device
     recall = np.zeros((len(views), len(offsets), stop - start), dtype=np.float32)
+    near = (test.positions >= start + offsets.min()) & (test.positions < stop + offsets.max())
+    window = PositionBatches(test.views, test.tokens, test.positions[near], offsets)
     seen = 0
-    for features, targets in position_loader(test, batch_size, shuffle=False):
-        positions = test.positions[seen : seen + len(targets)]  # sorted, in loader order
+    for features, targets in position_loader(window, batch_size, shuffle=False):
+        positions = window.positions[seen : seen + len(targets)]  # sorted, in loader order
         seen += len(targets)
         features = {v: x.to(device) for v, x in features.items()}
         logp = torch.stack(probe.logits(features)).log_softmax(-1).cpu()  # [views, b, K, V]
         p_true = logp.gather(-1, targets[None, ..., None].expand(len(views), -1, -1, 1)).exp()
-        hits = (logp.argmax(-1) == targets).double()  # [views, b, K]
-        of_class = members[targets]  # [b, K, classes]
-        correct += torch.einsum("vbk,bkc->vck", hits, of_class)
-        counts += of_class.sum(0).T
         source = positions[:, None] - offsets[None, :]  # x_p decoded at t = p + k
         row, col = np.nonzero((source >= start) & (source < stop))
         recall[:, col, source[row, col] - start] = p_true[:, row, col, 0].numpy()
-    accuracy = (correct / counts).numpy()  # NaN where a class never occurs
     return {
         "schema": SCHEMA,
         "vocab": list(vocab),

@@ -260,6 +260,7 @@ def signature_stage(cfg: DictConfig, plan: Plan, loggers: list) -> Signature:
         num_sanity_val_steps=0,
     )
     batch = cfg.probe.batch_size
+    probe.warm_start(position_loader(fit, batch, shuffle=False))
     trainer.fit(
         probe,
         position_loader(fit, batch, shuffle=True, seed=cfg.seed),

@@ -46,8 +46,8 @@ class MultiOffsetProbe(L.LightningModule):
             self.register_buffer(f"best_weight{i}", head.weight.detach().clone())
             self.register_buffer(f"best_bias{i}", head.bias.detach().clone())
         self.register_buffer("best_val_xent", torch.full((len(self.views), num_offsets), np.inf))
-        self.val_scores = HeadScores(len(self.views), num_offsets)
-        self.test_scores = HeadScores(len(self.views), num_offsets)
+        self.val_scores = HeadScores(len(self.views), num_offsets, num_classes)
+        self.test_scores = HeadScores(len(self.views), num_offsets, num_classes)
         self.test_results: dict[str, torch.Tensor] | None = None
 
     def logits(self, features: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
@@ -58,17 +58,40 @@ class MultiOffsetProbe(L.LightningModule):
             out.append(self.heads[i](x).view(len(x), self.num_offsets, self.num_classes))
         return out
 
-    def _nll(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Cross-entropy (nats) per view x position x offset, the logits and the targets."""
-        features, targets = batch
-        logits = torch.stack(self.logits(features))  # [views, b, offsets, classes]
-        expanded = targets.unsqueeze(0).expand(logits.shape[:-1])
-        nll = F.cross_entropy(logits.permute(0, 3, 1, 2), expanded, reduction="none")
-        return nll, logits, expanded
+    @torch.no_grad()
+    def warm_start(self, batches) -> None:
+        """Start every head at the linear discriminant of its offset, from one pass over the
+        training batches: in whitened space the class means are the weights and
+        log prior - |mean|^2 / 2 the biases. Gradient training then only refines, so it
+        stops after a few epochs whatever the number of offsets."""
+        rows = self.num_offsets * self.num_classes
+        sums = [torch.zeros(rows, head.in_features, dtype=torch.float64) for head in self.heads]
+        counts = torch.zeros(rows, dtype=torch.float64)
+        for features, targets in batches:
+            onehot = F.one_hot(targets, self.num_classes).reshape(len(targets), rows).float()
+            counts += onehot.sum(0).double()
+            for i, v in enumerate(self.views):
+                x = (features[v].float() - getattr(self, f"mean{i}")) @ getattr(self, f"whiten{i}")
+                sums[i] += (onehot.T @ x).double()  # class sums for every offset in one matmul
+        total = counts.view(self.num_offsets, self.num_classes).sum(1, keepdim=True)
+        log_prior = (counts.view(self.num_offsets, -1) / total).clamp_min(1e-9).log().reshape(-1)
+        for head, total_x in zip(self.heads, sums, strict=True):
+            means = total_x / counts.clamp_min(1).unsqueeze(1)
+            head.weight.copy_(means)
+            head.bias.copy_(log_prior - 0.5 * means.square().sum(1))
 
-    def _nll_and_correct(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    def _nll(self, batch) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+        """Cross-entropy (nats) [views, b, offsets], each view's logits, and the targets.
+        Views are scored one by one: cheaper than stacking every view's logits."""
+        features, targets = batch
+        logits = self.logits(features)
+        nll = [F.cross_entropy(z.permute(0, 2, 1), targets, reduction="none") for z in logits]
+        return torch.stack(nll), logits, targets
+
+    def _scores(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What HeadScores counts: cross-entropy, hits, and the targets."""
         nll, logits, targets = self._nll(batch)
-        return nll, logits.argmax(-1) == targets
+        return nll, torch.stack([z.argmax(-1) == targets for z in logits]), targets
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         nll = self._nll(batch)[0]
@@ -82,7 +105,7 @@ class MultiOffsetProbe(L.LightningModule):
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        self.val_scores.update(*self._nll_and_correct(batch))
+        self.val_scores.update(*self._scores(batch))
 
     def on_validation_epoch_end(self) -> None:
         xent = self.val_scores.compute()["xent_bits"].to(self.best_val_xent)
@@ -108,7 +131,7 @@ class MultiOffsetProbe(L.LightningModule):
             self.use_best_weights()
 
     def test_step(self, batch, batch_idx: int) -> None:
-        self.test_scores.update(*self._nll_and_correct(batch))
+        self.test_scores.update(*self._scores(batch))
 
     def on_test_epoch_end(self) -> None:
         self.test_results = {k: v.cpu() for k, v in self.test_scores.compute().items()}

@@ -15,18 +15,36 @@ class HeadScores(Metric):
 
     full_state_update = False
 
-    def __init__(self, num_views: int, num_offsets: int) -> None:
+    def __init__(self, num_views: int, num_offsets: int, num_classes: int) -> None:
         super().__init__()
-        shape = (num_views, num_offsets)
-        self.add_state("nll", torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("correct", torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum")
+        self.num_classes = num_classes
+        shape, by_symbol = (num_views, num_offsets), (num_views, num_offsets * num_classes)
+        for name, size in (("nll", shape), ("correct", shape), ("correct_by_symbol", by_symbol)):
+            self.add_state(name, torch.zeros(size, dtype=torch.float64), dist_reduce_fx="sum")
+        count_shape = (num_offsets * num_classes,)
+        self.add_state(
+            "count_by_symbol", torch.zeros(count_shape, dtype=torch.float64), dist_reduce_fx="sum"
+        )
         self.add_state("count", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
 
-    def update(self, nll: torch.Tensor, correct: torch.Tensor) -> None:
-        """nll, correct: [views, batch, offsets]."""
+    def update(self, nll: torch.Tensor, correct: torch.Tensor, targets: torch.Tensor) -> None:
+        """nll, correct: [views, batch, offsets]; targets: [batch, offsets]."""
         self.nll += nll.sum(1).double()
         self.correct += correct.sum(1).double()
         self.count += nll.shape[1]
+        offsets = torch.arange(targets.shape[1], device=targets.device)
+        index = (targets + offsets * self.num_classes).reshape(-1)  # (offset, symbol) bins
+        self.count_by_symbol.index_add_(0, index, torch.ones_like(index, dtype=torch.float64))
+        hits = correct.reshape(len(correct), -1).double()
+        self.correct_by_symbol.index_add_(1, index, hits)
 
     def compute(self) -> dict[str, torch.Tensor]:
-        return {"xent_bits": self.nll / self.count / LN2, "accuracy": self.correct / self.count}
+        """Accuracy and cross-entropy per view x offset; correct predictions and counts per
+        offset x target symbol (from which any class of symbols gets its accuracy)."""
+        offsets = self.nll.shape[1]
+        return {
+            "xent_bits": self.nll / self.count / LN2,
+            "accuracy": self.correct / self.count,
+            "correct_by_symbol": self.correct_by_symbol.view(-1, offsets, self.num_classes),
+            "count_by_symbol": self.count_by_symbol.view(offsets, self.num_classes),
+        }
