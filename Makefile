@@ -29,6 +29,7 @@ format: $(STAMP)
 
 bench: $(STAMP)  ## benchmarks/ (ratios measured side by side)
 	$(PY) benchmarks/offsets_cost.py
+	$(PY) benchmarks/flstm_throughput.py
 
 clean:
 	rm -rf $(VENV)
