@@ -26,7 +26,8 @@ class ResumeCheckpoint(Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         tmp = self.directory / f".{LAST}.tmp"
-        trainer.save_checkpoint(tmp)  # every rank calls; rank 0 writes
+        # the full state (optimizer, loops, callbacks); every rank calls, rank 0 writes
+        trainer.save_checkpoint(tmp, weights_only=False)
         if trainer.is_global_zero:
             os.replace(tmp, self.directory / LAST)
 
