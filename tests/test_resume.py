@@ -4,6 +4,7 @@ training continues where it stopped and ends with the signature of an uninterrup
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -24,20 +25,23 @@ FIXED_LENGTH = [  # no early stopping, so both runs train the same number of epo
 ]
 
 
-def launch(run_dir: Path) -> subprocess.Popen:
-    args = [*TINY, *TINY_MARKOV, *FIXED_LENGTH, f"hydra.run.dir={run_dir}"]
+def launch(runs: Path) -> subprocess.Popen:
+    """The same command each time, as a SLURM requeue runs it: the run dir comes from the job
+    id, so the restarted job finds the interrupted run's dir."""
+    args = [*TINY, *TINY_MARKOV, *FIXED_LENGTH, f"hydra.run.dir={runs}/${{oc.env:SLURM_JOB_ID}}"]
     return subprocess.Popen(
         [sys.executable, str(PROJECT_ROOT / "run.py"), *args],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, "SLURM_JOB_ID": "4242"},
     )
 
 
 def terminate_when(process: subprocess.Popen, pattern: str, run_dir: Path) -> str:
     """SIGTERM the run as soon as a file matching `pattern` appears; returns its stderr."""
     deadline = time.monotonic() + 300
-    while not list(run_dir.glob(pattern)):
+    while not (run_dir.is_dir() and list(run_dir.glob(pattern))):
         assert process.poll() is None, process.stderr.read()
         assert time.monotonic() < deadline, f"{pattern} never appeared"
         time.sleep(0.05)
@@ -50,16 +54,17 @@ def terminate_when(process: subprocess.Popen, pattern: str, run_dir: Path) -> st
 def test_interrupted_run_resumes_to_the_same_signature(tmp_path):
     reference = run(compose_config(tmp_path / "reference", FIXED_LENGTH))
 
-    run_dir = tmp_path / "interrupted"
-    stderr = terminate_when(launch(run_dir), "checkpoints/lightning/last.ckpt", run_dir)
+    runs = tmp_path / "runs"
+    run_dir = runs / "4242"
+    stderr = terminate_when(launch(runs), "checkpoints/lightning/last.ckpt", run_dir)
     assert f"hydra.run.dir={run_dir}" in stderr
     assert not (run_dir / "checkpoints" / "base.ckpt").exists()
 
-    terminate_when(launch(run_dir), "checkpoints/probe-*/last.ckpt", run_dir)
+    terminate_when(launch(runs), "checkpoints/probe-*/last.ckpt", run_dir)
     assert (run_dir / "checkpoints" / "base.ckpt").is_file()
     assert not (run_dir / "signature.json").exists()
 
-    final = launch(run_dir)
+    final = launch(runs)
     _, stderr = final.communicate(timeout=600)
     assert final.returncode == 0, stderr
     resumed = json.loads((run_dir / "signature.json").read_text())
