@@ -14,7 +14,8 @@ from memsig.errors import ConfigError
 from memsig.models.checkpoint import build_network
 from memsig.models.factorized import BasisAblations, FactorizedLSTM, with_basis_ablations
 from memsig.models.recurrent import StackedRNN
-from memsig.pipeline import prepare, run
+from memsig.pipeline import run
+from memsig.plan import prepare
 from memsig.signature import Signature, ViewScores
 
 VOCAB = 7

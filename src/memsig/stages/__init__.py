@@ -1,0 +1,1 @@
+"""The pipeline's stages: train the base model; compute its signature."""
