@@ -223,3 +223,12 @@ def test_a_run_dir_holding_another_model_is_not_overwritten(markov_run):
     with pytest.raises(ConfigError, match="another config"):
         run(other)
     assert (out / "checkpoints" / "base.ckpt").stat().st_mtime_ns == stamp
+
+
+def test_wandb_online_without_credentials_is_a_clear_error(tiny_config, monkeypatch, tmp_path):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
+    cfg = tiny_config("logger=wandb", "logger.wandb.offline=false")
+    with pytest.raises(ConfigError, match="WANDB_API_KEY"):
+        run(cfg)
+    assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()

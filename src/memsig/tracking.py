@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import netrc
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -10,6 +11,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import DictConfig
 
+from memsig.errors import ConfigError
 from memsig.signature import Signature
 
 
@@ -26,6 +28,12 @@ def wandb_logger(
     """A W&B logger that never prompts: offline unless `offline=False` or WANDB_API_KEY is set."""
     if offline is None:
         offline = not os.environ.get("WANDB_API_KEY")
+    if not offline and not _has_wandb_credentials():
+        raise ConfigError(
+            "logger.wandb.offline=false needs W&B credentials: set WANDB_API_KEY or run "
+            "`wandb login`; or keep the run offline (logger.wandb.offline=true) and upload it "
+            "later with `wandb sync <run dir>/wandb/offline-run-*`"
+        )
     Path(save_dir).mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("WANDB_SILENT", "true")
     return WandbLogger(
@@ -39,6 +47,16 @@ def wandb_logger(
         config=dict(run_config or {}),
         log_model=False,
     )
+
+
+def _has_wandb_credentials() -> bool:
+    """An API key in the environment or a `wandb login` entry in ~/.netrc."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (FileNotFoundError, netrc.NetrcParseError):
+        return False
 
 
 def build_loggers(logger_cfg: DictConfig | None, config: Mapping) -> list[Logger]:
