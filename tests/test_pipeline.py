@@ -232,3 +232,12 @@ def test_wandb_online_without_credentials_is_a_clear_error(tiny_config, monkeypa
     with pytest.raises(ConfigError, match="WANDB_API_KEY"):
         run(cfg)
     assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()
+
+
+def test_loggers_record_the_composed_config(tiny_config):
+    import yaml
+
+    cfg = tiny_config("logger=csv", "probe.max_offset=1", "model.training.max_epochs=1")
+    run(cfg)
+    hparams = yaml.safe_load((Path(cfg.paths.output_dir) / "csv" / "hparams.yaml").read_text())
+    assert hparams["model"]["name"] == "lstm" and hparams["probe"]["max_offset"] == 1

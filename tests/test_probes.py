@@ -183,9 +183,25 @@ def test_each_head_keeps_its_best_validation_weights(net, tmp_path):
     positions = np.asarray(valid_positions(len(tokens), offsets))
     probe = fit_probe(cache, tokens, positions, offsets, epochs=3)
     assert torch.isfinite(probe.best_val_xent).all()
-    best = probe.best_weight0.clone()
+
+    # Two more "epochs" by hand: offset 0's head improves in the first, offset 3's in the second.
+    rows = torch.arange(len(offsets) * 5).view(len(offsets), 5)  # head rows per offset
+    best = probe.best_val_xent.clone()
+    with torch.no_grad():
+        probe.heads[0].weight.add_(1.0)
+    first = probe.heads[0].weight.clone()
+    probe.keep_best(torch.stack([best[0] - torch.tensor([0.1, -0.1])]))
+    with torch.no_grad():
+        probe.heads[0].weight.add_(1.0)
+    second = probe.heads[0].weight.clone()
+    probe.keep_best(torch.stack([best[0] + torch.tensor([0.5, -0.2])]))
+
     probe.use_best_weights()
-    assert torch.equal(probe.heads[0].weight, best)
+    kept = probe.heads[0].weight
+    assert torch.equal(kept[rows[0]], first[rows[0]])  # offset 0: its best was the first
+    assert torch.equal(kept[rows[1]], second[rows[1]])  # offset 3: its best was the second
+    expected = [float(best[0, 0]) - 0.1, float(best[0, 1]) - 0.2]
+    assert probe.best_val_xent[0].tolist() == pytest.approx(expected, abs=1e-6)
 
 
 def test_cache_refuses_to_fill_the_disk(net, tmp_path, monkeypatch):

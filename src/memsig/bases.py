@@ -17,15 +17,13 @@ run-to-run noise that a basis divergence must exceed.
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from memsig.atomic import write_text_atomic
+from memsig.atomic import write_csv_atomic
 from memsig.plots import bases_figure, save_figure
 from memsig.signature import Signature
 from memsig.tracking import log_report
@@ -117,11 +115,7 @@ def write_basis_report(signature: Signature, run_dir: Path, loggers: list) -> No
     if KEY not in signature.extra:
         return
     rows = table_rows(signature)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(TABLE_COLUMNS)
-    writer.writerows(rows)
-    write_text_atomic(Path(run_dir) / "bases.csv", buffer.getvalue())
+    write_csv_atomic(Path(run_dir) / "bases.csv", TABLE_COLUMNS, rows)
     figure = save_figure(bases_figure(signature), Path(run_dir) / "bases.png")
     scalars = {
         f"bases/{layer}/{family}/max_divergence": record["max"]

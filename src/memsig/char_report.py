@@ -9,27 +9,20 @@ file, no external assets) and chars_classes.csv (accuracy per run, character cla
 from __future__ import annotations
 
 import argparse
-import csv
 import html
-import io
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from memsig.atomic import write_csv_atomic, write_text_atomic
+from memsig.chars import CLASSES, load_chars
+from memsig.errors import MemsigError
+from memsig.plots import chars_figure, save_figure
+from memsig.signature import Signature
 
-from memsig.atomic import write_text_atomic  # noqa: E402
-from memsig.chars import CLASSES, load_chars  # noqa: E402
-from memsig.errors import MemsigError  # noqa: E402
-from memsig.plots import save_figure  # noqa: E402
-from memsig.signature import Signature  # noqa: E402
-
-LINE = 80  # characters per line in the figure
 FIGURE_CHARS = 240  # characters of the passage drawn in the figure (the HTML shows all)
 
 
@@ -90,44 +83,6 @@ def load_pair(
 def _text(record: dict) -> list[str]:
     vocab = record["vocab"]
     return [vocab[t] for t in record["passage"]["tokens"]]
-
-
-def figure(a: RunChars, b: RunChars, record: dict) -> plt.Figure:
-    """Rows of offsets, a column per run; each character shaded by its recall (Blues)."""
-    chars = _text(record)[:FIGURE_CHARS]
-    lines = -(-len(chars) // LINE)
-    offsets = record["offsets"]
-    fig, axes = plt.subplots(
-        len(offsets),
-        2,
-        figsize=(2 * LINE * 0.085, len(offsets) * (0.18 * lines + 0.35)),
-        squeeze=False,
-    )
-    for column, side in enumerate((a, b)):
-        for row, k in enumerate(offsets):
-            ax = axes[row, column]
-            grid = np.full(lines * LINE, np.nan)
-            grid[: len(chars)] = side.recall[row, : len(chars)]
-            ax.imshow(grid.reshape(lines, LINE), cmap="Blues", vmin=0, vmax=1, aspect="auto")
-            for i, ch in enumerate(chars):
-                shown = "\u21b5" if ch == "\n" else ch
-                ax.text(
-                    i % LINE,
-                    i // LINE,
-                    shown,
-                    ha="center",
-                    va="center",
-                    fontsize=6,
-                    family="monospace",
-                    color="white" if grid[i] > 0.6 else "black",
-                )
-            ax.set(xticks=[], yticks=[])
-            ax.set_ylabel(f"k={k}", rotation=0, ha="right", va="center", fontsize=8)
-            if row == 0:
-                ax.set_title(side.label, fontsize=9)
-    fig.suptitle("probability the probe at step p+k gives the character at p", fontsize=10)
-    fig.tight_layout()
-    return fig
 
 
 def class_rows(a: RunChars, b: RunChars, record: dict) -> list[list]:
@@ -231,17 +186,16 @@ def compare_chars(
     """Write chars.png, chars.html and chars_classes.csv for two runs; returns their paths."""
     a, b, record = load_pair(run_a, run_b, view_a, view_b)
     out = Path(out_dir) if out_dir is not None else Path(run_a) / f"chars_vs_{Path(run_b).name}"
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["run", "view", "class", "offset", "accuracy", "count"])
-    writer.writerows(class_rows(a, b, record))
     paths = {
-        "png": save_figure(figure(a, b, record), out / "chars.png"),
+        "png": save_figure(
+            chars_figure(_text(record)[:FIGURE_CHARS], record["offsets"], [a, b]), out / "chars.png"
+        ),
         "html": out / "chars.html",
         "csv": out / "chars_classes.csv",
     }
     write_text_atomic(paths["html"], page(a, b, record))
-    write_text_atomic(paths["csv"], buffer.getvalue())
+    header = ["run", "view", "class", "offset", "accuracy", "count"]
+    write_csv_atomic(paths["csv"], header, class_rows(a, b, record))
     return paths
 
 

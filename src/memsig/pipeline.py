@@ -20,21 +20,22 @@ def run(cfg: DictConfig) -> Signature | None:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     write_text_atomic(plan.run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     loggers = build_loggers(cfg.get("logger"), OmegaConf.to_container(cfg, resolve=True))
+    status = "failed"
     try:
         if plan.stage in ("all", "base") and not plan.reuse_ckpt:
             train_base(cfg, plan, loggers)
-        if plan.stage in ("all", "signature"):
-            return signature_stage(cfg, plan, loggers)
-        return None
+        signature = signature_stage(cfg, plan, loggers) if plan.stage != "base" else None
+        status = "success"
+        return signature
     finally:
         for logger in loggers:
-            logger.finalize("success")
-        _finish_wandb(loggers)
+            logger.finalize(status)
+        _finish_wandb(loggers, status)
 
 
-def _finish_wandb(loggers: list) -> None:
+def _finish_wandb(loggers: list, status: str) -> None:
     """Close the W&B run so its files are complete before the process ends."""
     if any(isinstance(logger, WandbLogger) for logger in loggers):
         import wandb
 
-        wandb.finish()
+        wandb.finish(exit_code=0 if status == "success" else 1)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 
 from memsig.atomic import write_atomic  # noqa: E402
 from memsig.signature import Signature  # noqa: E402
+
+LINE = 80  # characters per line in a character-level figure
 
 
 def signature_figure(signature: Signature, title: str | None = None) -> plt.Figure:
@@ -84,5 +88,42 @@ def bases_figure(signature: Signature) -> plt.Figure:
         for col in range(2 * len(families), columns):
             axes[row, col].axis("off")
     fig.suptitle(f"kernel bases: {signature.model.get('name')} on {signature.data.get('name')}")
+    fig.tight_layout()
+    return fig
+
+
+def chars_figure(chars: Sequence[str], offsets: Sequence[int], sides: Sequence) -> plt.Figure:
+    """A passage in rows of offsets, a column per run (`sides`: objects with `label` and
+    `recall` [offsets, passage]); each character shaded by its recall (Blues)."""
+    lines = -(-len(chars) // LINE)
+    fig, axes = plt.subplots(
+        len(offsets),
+        len(sides),
+        figsize=(len(sides) * LINE * 0.085, len(offsets) * (0.18 * lines + 0.35)),
+        squeeze=False,
+    )
+    for column, side in enumerate(sides):
+        for row, k in enumerate(offsets):
+            ax = axes[row, column]
+            grid = np.full(lines * LINE, np.nan)
+            grid[: len(chars)] = side.recall[row, : len(chars)]
+            ax.imshow(grid.reshape(lines, LINE), cmap="Blues", vmin=0, vmax=1, aspect="auto")
+            for i, ch in enumerate(chars):
+                shown = "\u21b5" if ch == "\n" else ch
+                ax.text(
+                    i % LINE,
+                    i // LINE,
+                    shown,
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    family="monospace",
+                    color="white" if grid[i] > 0.6 else "black",
+                )
+            ax.set(xticks=[], yticks=[])
+            ax.set_ylabel(f"k={k}", rotation=0, ha="right", va="center", fontsize=8)
+            if row == 0:
+                ax.set_title(side.label, fontsize=9)
+    fig.suptitle("probability the probe at step p+k gives the character at p", fontsize=10)
     fig.tight_layout()
     return fig

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from memsig.atomic import write_json_atomic, write_text_atomic
+from memsig.atomic import write_csv_atomic, write_json_atomic
 from memsig.errors import MemsigError
 
 SCHEMA = "memsig/signature@1"
@@ -114,11 +112,7 @@ class Signature:
         directory = Path(directory)
         json_path, csv_path = directory / "signature.json", directory / "signature.csv"
         write_json_atomic(json_path, self.to_dict())
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["view", "offset", "metric", "value"])
-        writer.writerows(self.rows())
-        write_text_atomic(csv_path, buffer.getvalue())
+        write_csv_atomic(csv_path, ["view", "offset", "metric", "value"], self.rows())
         return json_path, csv_path
 
     @classmethod

@@ -45,10 +45,6 @@ class StateCache:
     mean: dict[str, np.ndarray]
     cov: dict[str, np.ndarray]
 
-    @property
-    def length(self) -> int:
-        return len(next(iter(self.views.values())))
-
 
 def _row_layout(
     length: int, segments: int, burn_in: int

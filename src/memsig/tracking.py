@@ -7,10 +7,10 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import DictConfig
 
+from memsig.config import build
 from memsig.errors import ConfigError
 from memsig.signature import Signature
 
@@ -23,7 +23,6 @@ def wandb_logger(
     group: str | None = None,
     tags: list[str] | None = None,
     name: str | None = None,
-    run_config: Mapping | None = None,
 ) -> WandbLogger:
     """A W&B logger that never prompts: offline unless `offline=False` or WANDB_API_KEY is set."""
     if offline is None:
@@ -44,7 +43,6 @@ def wandb_logger(
         group=group,
         tags=list(tags or []),
         name=name,
-        config=dict(run_config or {}),
         log_model=False,
     )
 
@@ -60,66 +58,59 @@ def _has_wandb_credentials() -> bool:
 
 
 def build_loggers(logger_cfg: DictConfig | None, config: Mapping) -> list[Logger]:
-    """Every logger named in the `logger` group (none for `logger=none`)."""
+    """Every logger named in the `logger` group (none for `logger=none`), each given the
+    composed config as the run's hyperparameters."""
     loggers = []
     for entry in (logger_cfg or {}).values():
         if isinstance(entry, Mapping) and "_target_" in entry:
-            build = instantiate(entry, _partial_=True)
-            extra = {"run_config": config} if build.func is wandb_logger else {}
-            loggers.append(build(**extra))
+            logger = build(entry)
+            logger.log_hyperparams(dict(config))
+            loggers.append(logger)
     return loggers
 
 
+SIGNATURE_COLUMNS = (
+    "view",
+    "offset",
+    "accuracy",
+    "xent_bits",
+    "info_bits",
+    "majority_accuracy",
+    "prior_entropy_bits",
+)
+
+
 def log_signature(loggers: list[Logger], signature: Signature, figure: Path) -> None:
-    """Summary scalars to every logger; the table, a per-view line plot and the figure to W&B."""
-    summary = {f"signature/{view}/capacity": s.capacity for view, s in signature.views.items()}
-    for logger in loggers:
-        logger.log_metrics(summary)
-        if isinstance(logger, WandbLogger):
-            _log_wandb(logger, signature, figure)
-        logger.save()
-
-
-def _log_wandb(logger: WandbLogger, signature: Signature, figure: Path) -> None:
-    import wandb
-
-    columns = [
-        "view",
-        "offset",
-        "accuracy",
-        "xent_bits",
-        "info_bits",
-        "majority_accuracy",
-        "prior_entropy_bits",
-    ]
-    table = wandb.Table(columns=columns)
+    """Capacities to every logger; the table, a per-view line plot and the figure to W&B."""
     base = signature.baseline
-    for view, scores in signature.views.items():
-        for i, k in enumerate(signature.offsets):
-            table.add_data(
-                view,
-                k,
-                scores.accuracy[i],
-                scores.xent_bits[i],
-                scores.info_bits[i],
-                base["majority_accuracy"][i],
-                base["prior_entropy_bits"][i],
+    rows = [
+        (
+            view,
+            k,
+            scores.accuracy[i],
+            scores.xent_bits[i],
+            scores.info_bits[i],
+            base["majority_accuracy"][i],
+            base["prior_entropy_bits"][i],
+        )
+        for view, scores in signature.views.items()
+        for i, k in enumerate(signature.offsets)
+    ]
+    summary = {f"signature/{view}/capacity": s.capacity for view, s in signature.views.items()}
+    log_report(loggers, "signature", summary, SIGNATURE_COLUMNS, rows, figure)
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            import wandb
+
+            views = list(signature.views)
+            lines = wandb.plot.line_series(
+                xs=signature.offsets,
+                ys=[signature.views[v].accuracy for v in views],
+                keys=views,
+                title="probe accuracy by offset",
+                xname="offset",
             )
-    views = list(signature.views)
-    lines = wandb.plot.line_series(
-        xs=signature.offsets,
-        ys=[signature.views[v].accuracy for v in views],
-        keys=views,
-        title="probe accuracy by offset",
-        xname="offset",
-    )
-    logger.experiment.log(
-        {
-            "signature/table": table,
-            "signature/accuracy": lines,
-            "signature/figure": wandb.Image(str(figure)),
-        }
-    )
+            logger.experiment.log({"signature/accuracy": lines})
 
 
 def log_report(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import lightning as L
@@ -13,8 +12,7 @@ from torchmetrics import MeanMetric
 
 from memsig.errors import NumericalError
 from memsig.models.recurrent import detach_state
-
-LN2 = math.log(2.0)
+from memsig.units import nats_to_bits
 
 
 class CharLM(L.LightningModule):
@@ -73,7 +71,7 @@ class CharLM(L.LightningModule):
         self.val_nll.update(nll, weight=batch[1].numel())
 
     def on_validation_epoch_end(self) -> None:
-        self.log("val/bpc", self.val_nll.compute() / LN2, prog_bar=True)
+        self.log("val/bpc", nats_to_bits(self.val_nll.compute()), prog_bar=True)
         self.val_nll.reset()
 
     def configure_optimizers(self) -> torch.optim.Optimizer:

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from memsig.models.context import PAD, context_windows
+from memsig.units import nats_to_bits
 
 MAX_ID = 2**62  # n-gram ids must fit int64 with room for the next digit
 
@@ -147,4 +148,4 @@ def bits_per_char(net: nn.Module, tokens: np.ndarray, chunk: int = 65536) -> flo
         inputs, targets = data[lo : lo + chunk][None], data[lo + 1 : lo + chunk + 1][None]
         logits, state = net(inputs[:, : targets.shape[1]], state)
         total += F.cross_entropy(logits[0], targets[0], reduction="sum").item()
-    return total / (len(data) - 1) / math.log(2.0)
+    return nats_to_bits(total / (len(data) - 1))

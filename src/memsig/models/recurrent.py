@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from memsig.models.checks import check_sizes
+
 State = list  # one entry per layer: (h, c) tuple of [1, B, H] tensors for LSTM, h [1, B, H] for GRU
 
 _CELLS: dict[str, type[nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU}
@@ -80,16 +82,8 @@ class StackedRNN(nn.Module):
         super().__init__()
         if cell not in _CELLS:
             raise ValueError(f"cell must be one of {sorted(_CELLS)}, got {cell!r}")
-        for name, value, low in (
-            ("vocab_size", vocab_size, 2),
-            ("layers", layers, 1),
-            ("hidden", hidden, 1),
-            ("embed", embed, 1),
-        ):
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-        if not isinstance(dropout, int | float) or not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        sizes = {"vocab_size": (vocab_size, 2), "layers": (layers, 1), "hidden": (hidden, 1)}
+        check_sizes({**sizes, "embed": (embed, 1)}, dropout)
         self.cell = cell
         self.layers = layers
         self.hidden = hidden

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from memsig.models.checks import check_sizes
 from memsig.models.context import PAD, context_windows
 
 
@@ -27,17 +28,8 @@ class WindowLM(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        for name, value, low in (
-            ("vocab_size", vocab_size, 2),
-            ("order", order, 2),
-            ("layers", layers, 1),
-            ("hidden", hidden, 1),
-            ("embed", embed, 1),
-        ):
-            if value < low:
-                raise ValueError(f"{name}={value}: must be >= {low}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout={dropout}: must be in [0, 1)")
+        sizes = {"vocab_size": (vocab_size, 2), "order": (order, 2), "layers": (layers, 1)}
+        check_sizes({**sizes, "hidden": (hidden, 1), "embed": (embed, 1)}, dropout)
         self.vocab_size = vocab_size
         self.order = order
         self.layers = layers

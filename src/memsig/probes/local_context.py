@@ -23,10 +23,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from memsig.errors import ConfigError
-from memsig.models.ngram import kn_discount
+from memsig.models.ngram import MAX_ID, kn_discount
 from memsig.probes.offsets import offset_targets, valid_positions
-
-MAX_ID = 2**62  # window ids must fit int64
 
 
 def check_orders(orders: object, vocab_size: int) -> list[int]:

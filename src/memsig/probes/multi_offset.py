@@ -110,14 +110,20 @@ class MultiOffsetProbe(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         xent = self.val_scores.compute()["xent_bits"].to(self.best_val_xent)
         self.val_scores.reset()
+        self.keep_best(xent)
+        self.log("probe/val/xent_bits", xent.mean())
+        self.log("probe/val/best_xent_bits", self.best_val_xent.mean(), prog_bar=True)
+
+    @torch.no_grad()
+    def keep_best(self, xent: torch.Tensor) -> None:
+        """Snapshot the weights of every head whose validation cross-entropy ([views, offsets],
+        bits) beats its best so far; the other heads keep their earlier snapshot."""
         improved = xent < self.best_val_xent
         self.best_val_xent = torch.where(improved, xent, self.best_val_xent)
         for i, head in enumerate(self.heads):
             rows = improved[i].repeat_interleave(self.num_classes)
-            getattr(self, f"best_weight{i}")[rows] = head.weight.detach()[rows]
-            getattr(self, f"best_bias{i}")[rows] = head.bias.detach()[rows]
-        self.log("probe/val/xent_bits", xent.mean())
-        self.log("probe/val/best_xent_bits", self.best_val_xent.mean(), prog_bar=True)
+            getattr(self, f"best_weight{i}")[rows] = head.weight[rows]
+            getattr(self, f"best_bias{i}")[rows] = head.bias[rows]
 
     def use_best_weights(self) -> None:
         """Load every head's best-validation weights (called before testing)."""

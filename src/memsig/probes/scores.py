@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torchmetrics import Metric
 
-LN2 = math.log(2.0)
+from memsig.units import nats_to_bits
 
 
 class HeadScores(Metric):
@@ -43,7 +41,7 @@ class HeadScores(Metric):
         offset x target symbol (from which any class of symbols gets its accuracy)."""
         offsets = self.nll.shape[1]
         return {
-            "xent_bits": self.nll / self.count / LN2,
+            "xent_bits": nats_to_bits(self.nll / self.count),
             "accuracy": self.correct / self.count,
             "correct_by_symbol": self.correct_by_symbol.view(-1, offsets, self.num_classes),
             "count_by_symbol": self.count_by_symbol.view(offsets, self.num_classes),

@@ -170,8 +170,6 @@ def _position_sets(
 ):
     """Probe fit / validation / test positions; validation is the tail block of probe-train,
     separated from the fit block by a gap as wide as the offset range (no shared targets)."""
-    if not 0 < val_fraction < 1:
-        raise ConfigError(f"probe.val_fraction={val_fraction}: must be in (0, 1), e.g. 0.1")
     offs = np.asarray(offsets, dtype=np.int64)
     train_positions = np.asarray(valid_positions(len(corpus.parts["probe_train"]), offsets))
     cut = int(len(train_positions) * (1 - val_fraction))
