@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import sys
 from html.parser import HTMLParser
 
@@ -12,9 +13,11 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 import memsig.config
+from conftest import TINY, TINY_MARKOV
 from memsig.char_report import compare_chars
 from memsig.chars import CLASSES, class_members, load_chars
 from memsig.cli import main
+from memsig.config import PROJECT_ROOT
 from memsig.errors import MemsigError
 from memsig.pipeline import run
 
@@ -140,3 +143,36 @@ def test_chars_command_error_exits_cleanly(tmp_path, monkeypatch, capsys):
         main()
     assert exit_info.value.code == 2
     assert "memsig: error: no signature" in capsys.readouterr().err
+
+
+def test_ngram_vs_rnn_multirun_ends_with_the_comparison(tmp_path):
+    """The experiment's multirun, shrunk: the count model and the LSTM as two real jobs, then
+    the sweep callback compares them and logs the comparison (CSV logger: files to read)."""
+    sweep = tmp_path / "sweep"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(PROJECT_ROOT / "run.py"),
+            "-m",
+            "experiment=ngram_vs_rnn",
+            "data=markov",
+            *(f"++{o}" if o.startswith("model.") else o for o in TINY),  # ngram ignores them
+            *TINY_MARKOV,
+            "probe.reference_orders=[2]",
+            "probe.passage_chars=80",
+            "logger=csv",
+            "model=ngram,lstm",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=PROJECT_ROOT.parent,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = sweep / "compare_chars"
+    assert {"chars.png", "chars.html", "chars_classes.csv"} <= {p.name for p in out.iterdir()}
+    labels = {row.split(",")[0] for row in (out / "chars_classes.csv").read_text().splitlines()[1:]}
+    assert any("ngram" in label for label in labels) and any("lstm" in label for label in labels)
+    logged = (out / "csv" / "hparams.yaml").read_text()
+    assert str(sweep / "0") in logged and str(sweep / "1") in logged

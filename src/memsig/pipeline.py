@@ -28,13 +28,14 @@ def run(cfg: DictConfig) -> Signature | None:
         status = "success"
         return signature
     finally:
-        for logger in loggers:
-            logger.finalize(status)
-        _finish_wandb(loggers, status)
+        finish_loggers(loggers, status)
 
 
-def _finish_wandb(loggers: list, status: str) -> None:
-    """Close the W&B run so its files are complete before the process ends."""
+def finish_loggers(loggers: list, status: str) -> None:
+    """Tell every logger the outcome and close the W&B run, so its files are complete before
+    the process ends."""
+    for logger in loggers:
+        logger.finalize(status)
     if any(isinstance(logger, WandbLogger) for logger in loggers):
         import wandb
 
