@@ -30,6 +30,8 @@ format: $(STAMP)
 bench: $(STAMP)  ## benchmarks/ (ratios measured side by side)
 	$(PY) benchmarks/offsets_cost.py
 	$(PY) benchmarks/flstm_throughput.py
+	$(PY) benchmarks/fused_vs_loop.py
+	$(PY) benchmarks/extraction_cost.py
 
 clean:
 	rm -rf $(VENV)

@@ -25,13 +25,19 @@ def _override(key: str, value) -> str:
     return f"{key}={value!r}" if isinstance(value, str) else f"{key}={value}"
 
 
+def _with_group(key: str, override: str) -> list[str]:
+    """Keys of one probe kind (probe.mlp.*, probe.ridge.*) exist only with that kind selected."""
+    kind = key.split(".")[1] if key.startswith(("probe.mlp.", "probe.ridge.")) else None
+    return [f"probe={kind}", override] if kind else [override]
+
+
 @pytest.mark.parametrize("key", list(CHECKS))
 def test_every_checked_key_rejects_bad_values_before_work(tiny_config, key):
     test = CHECKS[key][0]
     for value in BAD_VALUES:
         if test(value):
             continue
-        cfg = tiny_config(_override(key, value), run=f"{key}-{value}")
+        cfg = tiny_config(*_with_group(key, _override(key, value)), run=f"{key}-{value}")
         with pytest.raises(ConfigError) as caught:
             run(cfg)
         assert key in str(caught.value) and "e.g." in str(caught.value)
@@ -55,9 +61,8 @@ def test_random_config_values_give_only_clear_errors(tiny_config):
     for trial in range(12):
         key = keys[rng.integers(len(keys))]
         value = [-7, 0, "x", 2.5, None, "[1,b]"][rng.integers(6)]
-        cfg = tiny_config(
-            _override(key, value) if value != "[1,b]" else f"{key}=[1,b]", run=f"fuzz{trial}"
-        )
+        override = _override(key, value) if value != "[1,b]" else f"{key}=[1,b]"
+        cfg = tiny_config(*_with_group(key, override), run=f"fuzz{trial}")
         start = time.monotonic()
         try:
             run(cfg)  # some values are fine (e.g. probe.offsets=null): they must then just work
@@ -112,3 +117,24 @@ def test_diverging_training_stops_with_the_step_and_the_fix(tiny_config):
     message = str(caught.value)
     assert "at step" in message and "model.optimizer.lr" in message and "grad_clip" in message
     assert not (Path(cfg.paths.output_dir) / "checkpoints" / "base.ckpt").exists()
+
+
+@pytest.mark.parametrize(
+    "overrides, words",
+    [
+        (["probe=mlp", "probe.mlp.hidden=0"], ["probe.mlp.hidden=0", "integer >= 1"]),
+        (
+            ["probe=ridge", "probe.ridge.strengths=[0.1,-2.0]"],
+            ["probe.ridge.strengths=[0.1, -2.0]", "each >= 0", "e.g. probe.ridge.strengths="],
+        ),
+        (["probe=ridge", "probe.ridge.strengths=[]"], ["probe.ridge.strengths=[]", "non-empty"]),
+        (["probe.kind=svm"], ["probe.kind='svm'", "probe=ridge"]),
+    ],
+)
+def test_bad_probe_kind_settings_fail_before_work(tiny_config, overrides, words):
+    cfg = tiny_config(*overrides)
+    with pytest.raises(ConfigError) as caught:
+        run(cfg)
+    for word in words:
+        assert word in str(caught.value)
+    assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()

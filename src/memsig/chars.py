@@ -17,8 +17,8 @@ import torch
 
 from memsig.atomic import write_json_atomic
 from memsig.errors import MemsigError
+from memsig.probes.factory import Probe
 from memsig.probes.loader import PositionBatches, position_loader
-from memsig.probes.multi_offset import MultiOffsetProbe
 
 SCHEMA = "memsig/chars@1"
 FILENAME = "chars.json"
@@ -54,7 +54,7 @@ def passage_span(dataset: PositionBatches, length: int, newline: int | None) -> 
 
 @torch.no_grad()
 def character_record(
-    probe: MultiOffsetProbe,
+    probe: Probe,
     test: PositionBatches,
     vocab: Sequence[str],
     passage_chars: int,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from memsig.errors import ConfigError
 
@@ -29,6 +29,16 @@ def _fraction(value) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < 1
 
 
+def _non_negative_numbers(value) -> bool:
+    return (
+        isinstance(value, list | ListConfig)
+        and len(value) > 0
+        and all(map(_non_negative_number, value))
+    )
+
+
+PROBE_KINDS = ("linear", "mlp", "ridge")
+
 # key -> (test, what it must be, an example); keys absent from a config are skipped.
 CHECKS: dict[str, tuple[Callable[[object], bool], str, str]] = {
     "seed": (_non_negative_int, "an integer >= 0", "seed=0"),
@@ -38,6 +48,13 @@ CHECKS: dict[str, tuple[Callable[[object], bool], str, str]] = {
     "model.training.patience": (_non_negative_int, "an integer >= 0", "2"),
     "model.training.grad_clip": (_non_negative_number, "a number >= 0 (0 disables)", "1.0"),
     "model.optimizer.lr": (_positive_number, "a number > 0", "0.003"),
+    "probe.kind": (lambda v: v in PROBE_KINDS, "linear, mlp or ridge", "probe=ridge"),
+    "probe.mlp.hidden": (_positive_int, "an integer >= 1 (hidden units per MLP)", "128"),
+    "probe.ridge.strengths": (
+        _non_negative_numbers,
+        "a non-empty list of ridge strengths, each >= 0",
+        "[1.0e-3,1.0e-2,1.0e-1]",
+    ),
     "probe.batch_size": (_positive_int, "an integer >= 1", "1024"),
     "probe.max_epochs": (_positive_int, "an integer >= 1", "30"),
     "probe.patience": (_non_negative_int, "an integer >= 0", "2"),

@@ -1,8 +1,11 @@
-"""One Lightning module that trains a linear softmax head for every view x offset at once.
+"""Lightning modules that train a decoder for every view x offset at once.
 
-Each view has a single linear layer whose outputs are all offsets' logits, so the cost is one
-matmul per view whatever the number of offsets. Every head keeps the weights of its own best
-validation epoch, so a head that starts to overfit does not spoil the others.
+`FusedProbe` holds what every trained probe kind shares: whitened inputs, one module per view
+whose parameters all carry the offset (head) axis first, so every offset's decoder is computed
+in the same fused tensor operations, and per-head best-validation weights, so a head that
+starts to overfit does not spoil the others. `MultiOffsetProbe` is the linear softmax kind: a
+single linear layer per view whose outputs are all offsets' logits, one matmul per view
+whatever the number of offsets.
 """
 
 from __future__ import annotations
@@ -16,11 +19,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from memsig.errors import ConfigError, NumericalError
-from memsig.probes.scores import HeadScores
+from memsig.probes.scores import HeadScores, head_losses, head_statistics
 
 
-class MultiOffsetProbe(L.LightningModule):
-    """Linear decoders from whitened state views to the input at every offset."""
+class FusedProbe(L.LightningModule):
+    """Decoders from whitened state views to the input at every offset, trained together.
+
+    Subclasses build one module per view (`build_head`) whose parameters all have a leading
+    axis that is a multiple of the number of offsets (rows grouped by offset), and map whitened
+    features to logits [batch, offsets, classes] (`head_logits`)."""
 
     def __init__(
         self,
@@ -36,27 +43,101 @@ class MultiOffsetProbe(L.LightningModule):
         self.num_offsets = num_offsets
         self.num_classes = num_classes
         self.optimizer_factory = optimizer
-        self.heads = nn.ModuleList(
-            nn.Linear(view_dims[v], num_offsets * num_classes) for v in self.views
-        )
+        self.heads = nn.ModuleList(self.build_head(view_dims[v]) for v in self.views)
         for i, v in enumerate(self.views):
             self.register_buffer(f"mean{i}", torch.as_tensor(mean[v], dtype=torch.float32))
             self.register_buffer(f"whiten{i}", whitening(cov[v]))
         for i, head in enumerate(self.heads):
-            self.register_buffer(f"best_weight{i}", head.weight.detach().clone())
-            self.register_buffer(f"best_bias{i}", head.bias.detach().clone())
+            for name, param in head.named_parameters():
+                self.register_buffer(_best_name(i, name), param.detach().clone())
         self.register_buffer("best_val_xent", torch.full((len(self.views), num_offsets), np.inf))
         self.val_scores = HeadScores(len(self.views), num_offsets, num_classes)
         self.test_scores = HeadScores(len(self.views), num_offsets, num_classes)
         self.test_results: dict[str, torch.Tensor] | None = None
 
+    def build_head(self, dim: int) -> nn.Module:
+        raise NotImplementedError
+
+    def head_logits(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def whitened(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        return (x.float() - getattr(self, f"mean{index}")) @ getattr(self, f"whiten{index}")
+
     def logits(self, features: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
         """Per view, logits [batch, offsets, classes]."""
-        out = []
-        for i, v in enumerate(self.views):
-            x = (features[v].float() - getattr(self, f"mean{i}")) @ getattr(self, f"whiten{i}")
-            out.append(self.heads[i](x).view(len(x), self.num_offsets, self.num_classes))
-        return out
+        return [
+            self.head_logits(i, self.whitened(i, features[v])) for i, v in enumerate(self.views)
+        ]
+
+    def warm_start(self, batches) -> None:
+        """A starting point better than random, where the kind has one (none by default)."""
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        features, targets = batch
+        nll = head_losses(self.logits(features), targets)
+        loss = nll.mean(1).sum()
+        if not torch.isfinite(loss):
+            raise NumericalError(
+                f"the probe loss became {loss.item()} at step {self.global_step}: "
+                "lower probe.optimizer.lr"
+            )
+        self.log("probe/train/loss", nll.mean(), prog_bar=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        features, targets = batch
+        self.val_scores.update(*head_statistics(self.logits(features), targets))
+
+    def on_validation_epoch_end(self) -> None:
+        xent = self.val_scores.results()["xent_bits"].to(self.best_val_xent)
+        self.val_scores.reset()
+        self.keep_best(xent)
+        self.log("probe/val/xent_bits", xent.mean())
+        self.log("probe/val/best_xent_bits", self.best_val_xent.mean(), prog_bar=True)
+
+    @torch.no_grad()
+    def keep_best(self, xent: torch.Tensor) -> None:
+        """Snapshot the weights of every head whose validation cross-entropy ([views, offsets],
+        bits) beats its best so far; the other heads keep their earlier snapshot."""
+        improved = xent < self.best_val_xent
+        self.best_val_xent = torch.where(improved, xent, self.best_val_xent)
+        for i, head in enumerate(self.heads):
+            for name, param in head.named_parameters():
+                rows = improved[i].repeat_interleave(len(param) // self.num_offsets)
+                getattr(self, _best_name(i, name))[rows] = param[rows]
+
+    def use_best_weights(self) -> None:
+        """Load every head's best-validation weights (called before testing)."""
+        with torch.no_grad():
+            for i, head in enumerate(self.heads):
+                for name, param in head.named_parameters():
+                    param.copy_(getattr(self, _best_name(i, name)))
+
+    def on_test_start(self) -> None:
+        if torch.isfinite(self.best_val_xent).all():
+            self.use_best_weights()
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        features, targets = batch
+        self.test_scores.update(*head_statistics(self.logits(features), targets))
+
+    def on_test_epoch_end(self) -> None:
+        self.test_results = {k: v.cpu() for k, v in self.test_scores.results().items()}
+        self.test_scores.reset()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return self.optimizer_factory(params=self.heads.parameters())
+
+
+class MultiOffsetProbe(FusedProbe):
+    """Linear softmax decoders: one linear layer per view gives every offset's logits."""
+
+    def build_head(self, dim: int) -> nn.Module:
+        return nn.Linear(dim, self.num_offsets * self.num_classes)
+
+    def head_logits(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        return self.heads[index](x).view(len(x), self.num_offsets, self.num_classes)
 
     @torch.no_grad()
     def warm_start(self, batches) -> None:
@@ -71,7 +152,7 @@ class MultiOffsetProbe(L.LightningModule):
             onehot = F.one_hot(targets, self.num_classes).reshape(len(targets), rows).float()
             counts += onehot.sum(0).double()
             for i, v in enumerate(self.views):
-                x = (features[v].float() - getattr(self, f"mean{i}")) @ getattr(self, f"whiten{i}")
+                x = self.whitened(i, features[v])
                 sums[i] += (onehot.T @ x).double()  # class sums for every offset in one matmul
         total = counts.view(self.num_offsets, self.num_classes).sum(1, keepdim=True)
         log_prior = (counts.view(self.num_offsets, -1) / total).clamp_min(1e-9).log().reshape(-1)
@@ -80,71 +161,9 @@ class MultiOffsetProbe(L.LightningModule):
             head.weight.copy_(means)
             head.bias.copy_(log_prior - 0.5 * means.square().sum(1))
 
-    def _nll(self, batch) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
-        """Cross-entropy (nats) [views, b, offsets], each view's logits, and the targets.
-        Views are scored one by one: cheaper than stacking every view's logits."""
-        features, targets = batch
-        logits = self.logits(features)
-        nll = [F.cross_entropy(z.permute(0, 2, 1), targets, reduction="none") for z in logits]
-        return torch.stack(nll), logits, targets
 
-    def _scores(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """What HeadScores counts: cross-entropy, hits, and the targets."""
-        nll, logits, targets = self._nll(batch)
-        return nll, torch.stack([z.argmax(-1) == targets for z in logits]), targets
-
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        nll = self._nll(batch)[0]
-        loss = nll.mean(1).sum()
-        if not torch.isfinite(loss):
-            raise NumericalError(
-                f"the probe loss became {loss.item()} at step {self.global_step}: "
-                "lower probe.optimizer.lr"
-            )
-        self.log("probe/train/loss", nll.mean(), prog_bar=True)
-        return loss
-
-    def validation_step(self, batch, batch_idx: int) -> None:
-        self.val_scores.update(*self._scores(batch))
-
-    def on_validation_epoch_end(self) -> None:
-        xent = self.val_scores.compute()["xent_bits"].to(self.best_val_xent)
-        self.val_scores.reset()
-        self.keep_best(xent)
-        self.log("probe/val/xent_bits", xent.mean())
-        self.log("probe/val/best_xent_bits", self.best_val_xent.mean(), prog_bar=True)
-
-    @torch.no_grad()
-    def keep_best(self, xent: torch.Tensor) -> None:
-        """Snapshot the weights of every head whose validation cross-entropy ([views, offsets],
-        bits) beats its best so far; the other heads keep their earlier snapshot."""
-        improved = xent < self.best_val_xent
-        self.best_val_xent = torch.where(improved, xent, self.best_val_xent)
-        for i, head in enumerate(self.heads):
-            rows = improved[i].repeat_interleave(self.num_classes)
-            getattr(self, f"best_weight{i}")[rows] = head.weight[rows]
-            getattr(self, f"best_bias{i}")[rows] = head.bias[rows]
-
-    def use_best_weights(self) -> None:
-        """Load every head's best-validation weights (called before testing)."""
-        with torch.no_grad():
-            for i, head in enumerate(self.heads):
-                head.weight.copy_(getattr(self, f"best_weight{i}"))
-                head.bias.copy_(getattr(self, f"best_bias{i}"))
-
-    def on_test_start(self) -> None:
-        if torch.isfinite(self.best_val_xent).all():
-            self.use_best_weights()
-
-    def test_step(self, batch, batch_idx: int) -> None:
-        self.test_scores.update(*self._scores(batch))
-
-    def on_test_epoch_end(self) -> None:
-        self.test_results = {k: v.cpu() for k, v in self.test_scores.compute().items()}
-        self.test_scores.reset()
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.optimizer_factory(params=self.heads.parameters())
+def _best_name(index: int, parameter: str) -> str:
+    return f"best{index}_{parameter.replace('.', '_')}"
 
 
 def whitening(cov: np.ndarray, floor: float = 1e-6) -> torch.Tensor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torchmetrics import Metric
 
 from memsig.units import nats_to_bits
@@ -39,6 +40,11 @@ class HeadScores(Metric):
     def compute(self) -> dict[str, torch.Tensor]:
         """Accuracy and cross-entropy per view x offset; correct predictions and counts per
         offset x target symbol (from which any class of symbols gets its accuracy)."""
+        return self.results()
+
+    def results(self) -> dict[str, torch.Tensor]:
+        """What `compute` gives, in these shapes even for one view x one offset (torchmetrics
+        squeezes one-element results of `compute` to scalars)."""
         offsets = self.nll.shape[1]
         return {
             "xent_bits": nats_to_bits(self.nll / self.count),
@@ -46,3 +52,19 @@ class HeadScores(Metric):
             "correct_by_symbol": self.correct_by_symbol.view(-1, offsets, self.num_classes),
             "count_by_symbol": self.count_by_symbol.view(offsets, self.num_classes),
         }
+
+
+def head_losses(logits: list[torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy (nats) [views, batch, offsets] of each view's logits [batch, offsets,
+    classes]. Views are scored one by one: cheaper than stacking every view's logits."""
+    return torch.stack(
+        [F.cross_entropy(z.permute(0, 2, 1), targets, reduction="none") for z in logits]
+    )
+
+
+def head_statistics(
+    logits: list[torch.Tensor], targets: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What HeadScores.update takes: cross-entropy, hits, and the targets."""
+    hits = torch.stack([z.argmax(-1) == targets for z in logits])
+    return head_losses(logits, targets), hits, targets

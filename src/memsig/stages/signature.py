@@ -7,11 +7,8 @@ import hashlib
 import json
 import logging
 
-import lightning as L
 import numpy as np
 import torch
-from hydra.utils import instantiate
-from lightning.pytorch.callbacks import EarlyStopping
 from omegaconf import DictConfig, OmegaConf
 
 from memsig.bases import basis_divergence, write_basis_report
@@ -23,13 +20,12 @@ from memsig.models.factorized import with_basis_ablations
 from memsig.plan import Plan, optional_list
 from memsig.plots import save_figure, signature_figure
 from memsig.probes.baselines import prior_baselines
-from memsig.probes.loader import PositionBatches, position_loader, targets_of
+from memsig.probes.factory import fit_and_test
+from memsig.probes.loader import PositionBatches, targets_of
 from memsig.probes.local_context import local_context_reference
-from memsig.probes.multi_offset import MultiOffsetProbe, probe_views
+from memsig.probes.multi_offset import probe_views
 from memsig.probes.offsets import valid_positions
-from memsig.resume import ResumeCheckpoint, resume_point
 from memsig.signature import Signature, ViewScores
-from memsig.stages.trainer import make_trainer
 from memsig.state_cache import ExtractSettings, StateCache, build_cache
 from memsig.tracking import log_signature
 
@@ -76,42 +72,19 @@ def signature_stage(cfg: DictConfig, plan: Plan, loggers: list) -> Signature:
         for part in ("probe_train", "probe_test")
     }
     fit, val, test = _position_sets(caches, corpus, offsets, cfg.probe.val_fraction)
-    # the same probe whether or not the base model was trained in this process
-    L.seed_everything(cfg.seed, verbose=False)
-    probe = MultiOffsetProbe(
-        views,
-        len(offsets),
-        len(corpus.vocab),
-        instantiate(cfg.probe.optimizer),
-        caches["probe_train"].mean,
-        caches["probe_train"].cov,
-    )
-    stop = EarlyStopping(
-        monitor="probe/val/best_xent_bits",
-        mode="min",
-        patience=cfg.probe.patience,
-        min_delta=cfg.probe.min_delta,
-    )
     probe_key = hashlib.sha256(json.dumps([identity, probe_cfg, offsets]).encode()).hexdigest()
     checkpoints = plan.run_dir / "checkpoints" / f"probe-{probe_key[:12]}"
-    trainer = make_trainer(
+    fitted = fit_and_test(
         cfg,
         loggers,
-        max_epochs=cfg.probe.max_epochs,
-        callbacks=[stop, ResumeCheckpoint(checkpoints)],
-        enable_checkpointing=False,
-        num_sanity_val_steps=0,
+        views,
+        caches["probe_train"],
+        (fit, val, test),
+        len(corpus.vocab),
+        checkpoints,
+        device,
     )
-    batch = cfg.probe.batch_size
-    probe.warm_start(position_loader(fit, batch, shuffle=False))
-    trainer.fit(
-        probe,
-        position_loader(fit, batch, shuffle=True, seed=cfg.seed),
-        position_loader(val, batch, shuffle=False),
-        ckpt_path=resume_point(checkpoints, cfg.resume),
-        weights_only=True,
-    )
-    trainer.test(probe, position_loader(test, batch, shuffle=False), verbose=False)
+    probe, batch = fitted.probe, cfg.probe.batch_size
     chars = character_record(probe, test, corpus.vocab, cfg.probe.passage_chars, batch)
     save_chars(plan.run_dir, chars)
 
@@ -133,7 +106,12 @@ def signature_stage(cfg: DictConfig, plan: Plan, loggers: list) -> Signature:
             "probe_test_tokens": len(corpus.parts["probe_test"]),
             "source": dict(corpus.info),
         },
-        probe={"kind": cfg.probe.kind, "epochs": trainer.current_epoch, "config": probe_cfg},
+        probe={
+            "kind": cfg.probe.kind,
+            "epochs": fitted.epochs,
+            "config": probe_cfg,
+            **fitted.record,
+        },
         offsets=list(offsets),
         baseline=baseline,
         views={
