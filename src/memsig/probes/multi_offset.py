@@ -136,6 +136,13 @@ class MultiOffsetProbe(L.LightningModule):
         if torch.isfinite(self.best_val_xent).all():
             self.use_best_weights()
 
+    def keep_document_sums(self, documents: np.ndarray) -> None:
+        """Also sum the test scores per document (`documents[i]`: the document of test row i,
+        rows in loader order) for a bootstrap over documents."""
+        self.test_scores = HeadScores(
+            len(self.views), self.num_offsets, self.num_classes, documents
+        )
+
     def test_step(self, batch, batch_idx: int) -> None:
         self.test_scores.update(*self._scores(batch))
 
