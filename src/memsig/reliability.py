@@ -16,19 +16,24 @@ def control_record(
     signature: Signature,
     labels: np.ndarray,
     control: dict[str, torch.Tensor],
-    control_majority: list[float],
+    control_majority: np.ndarray,
 ) -> dict:
-    """Control accuracy and selectivity (accuracy - control accuracy) per view x offset."""
+    """Control accuracy and selectivity (accuracy - control accuracy) per view x offset, and
+    selectivity above chance: each accuracy less its majority baseline first, so features that
+    hold nothing score zero whatever the two tasks' chance levels."""
+    chance_gap = np.asarray(signature.baseline["majority_accuracy"]) - control_majority
     views = {}
     for i, (view, scores) in enumerate(signature.views.items()):
-        accuracy = control["accuracy"][i].tolist()
+        accuracy = control["accuracy"][i].numpy()
+        selectivity = np.asarray(scores.accuracy) - accuracy
         views[view] = {
-            "accuracy": accuracy,
-            "selectivity": [a - c for a, c in zip(scores.accuracy, accuracy, strict=True)],
+            "accuracy": accuracy.tolist(),
+            "selectivity": selectivity.tolist(),
+            "selectivity_above_chance": (selectivity - chance_gap).tolist(),
         }
     return {
         "labels": labels.tolist(),
-        "baseline": {"majority_accuracy": list(control_majority)},
+        "baseline": {"majority_accuracy": control_majority.tolist()},
         "views": views,
     }
 

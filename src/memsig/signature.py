@@ -12,7 +12,8 @@ Keys beyond the schema's core (all optional, each written only when its option i
   `capacity`, `half_life` ([lo, hi]).
 - `control` (`probe.control=true`): `labels` (per offset, the control label of each symbol),
   `baseline` (`majority_accuracy` per offset of the control labels) and per view the
-  per-offset `accuracy` (control task) and `selectivity` (accuracy - control accuracy).
+  per-offset `accuracy` (control task), `selectivity` (accuracy - control accuracy) and
+  `selectivity_above_chance` (the same with each accuracy less its majority baseline).
 - `untrained` (`probe.untrained_baseline=true`): the same architecture with random weights,
   probed the same way: `path` (its own signature.json) and `views` (as in `views`).
 - `mdl` (`probe.mdl=true`): the online code: `schedule`, `block_ends`, `positions`,

@@ -144,7 +144,7 @@ def signature_stage(cfg: DictConfig, plan: Plan, loggers: list) -> Signature:
         )
         majority = prior_baselines(targets_of(sets[0]), targets_of(sets[2]), num_classes)
         signature.extra["control"] = control_record(
-            signature, labels, control.results, majority["majority_accuracy"]
+            signature, labels, control.results, np.asarray(majority["majority_accuracy"])
         )
     if cfg.probe.untrained_baseline:
         signature.extra["untrained"] = untrained_signature(
