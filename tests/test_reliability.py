@@ -137,8 +137,9 @@ def test_a_bootstrap_needs_two_documents(tiny_config):
 
 def test_every_option_lands_in_the_signature_files(tiny_config, tmp_path):
     cfg = tiny_config(
-        "model.training.max_epochs=2",
-        "probe.max_epochs=3",
+        "data.num_chars=20000",
+        "model.training.max_epochs=1",
+        "probe.max_epochs=2",
         "probe.max_offset=8",
         "probe.views=[layer1.h]",
         "probe.control=true",
@@ -146,7 +147,7 @@ def test_every_option_lands_in_the_signature_files(tiny_config, tmp_path):
         "probe.mdl=true",
         "probe.mdl_schedule=[0.25,1.0]",
         "probe.bootstrap.resamples=200",
-        "probe.during_training.every_n_steps=60",
+        "probe.during_training.every_n_steps=10",
         "probe.during_training.chars=1500",
     )
     signature = run(cfg)
