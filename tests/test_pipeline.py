@@ -71,7 +71,11 @@ def test_outputs_land_in_the_run_dir(markov_run):
     assert (out / "signature.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with open(out / "signature.csv") as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) == 3 * 3 * 7  # views x metrics x offsets
+    core = [r for r in rows if r["metric"] in ("accuracy", "xent_bits", "info_bits")]
+    assert len(core) == 3 * 3 * 7  # views x metrics x offsets
+    intervals = [r for r in rows if r["metric"].startswith("intervals.") and r["offset"]]
+    assert len(intervals) == 3 * 4 * 7  # accuracy and information, lower and upper ends
+    assert {r["metric"] for r in rows if not r["offset"]} >= {"half_life", "capacity"}
     row = next(r for r in rows if r["view"] == "layer1.h" and r["metric"] == "accuracy")
     assert float(row["value"]) == pytest.approx(signature.views["layer1.h"].accuracy[0])
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from memsig.config import build
@@ -12,7 +13,9 @@ from memsig.data.corpus import Corpus
 from memsig.errors import ConfigError
 from memsig.models.checkpoint import build_network, load_base_checkpoint, restore_network
 from memsig.models.factorized import with_basis_ablations
+from memsig.probes.bootstrap import check_documents, document_ids
 from memsig.probes.local_context import check_orders
+from memsig.probes.mdl import block_ends
 from memsig.probes.multi_offset import probe_views
 from memsig.probes.offsets import resolve_offsets, valid_positions
 from memsig.validate import check_config
@@ -87,7 +90,22 @@ def prepare(cfg: DictConfig) -> Plan:
                 f"({len(corpus.parts[part])} tokens): lower probe.max_offset or enlarge "
                 f"data.split.{part}"
             )
+    _check_reliability_options(cfg, corpus, offsets)
     return Plan(run_dir, corpus, cfg.stage, base_ckpt, reuse, offsets)
+
+
+def _check_reliability_options(cfg: DictConfig, corpus: Corpus, offsets: list[int]) -> None:
+    """Enough probe-test documents for a bootstrap, and an online-code schedule whose blocks
+    all hold positions."""
+    boot = cfg.probe.get("bootstrap")
+    if boot is not None and boot.resamples:
+        test_tokens = len(corpus.parts["probe_test"])
+        positions = np.asarray(valid_positions(test_tokens, offsets))
+        documents = int(document_ids(positions, boot.block_chars).max()) + 1
+        check_documents(documents, boot.block_chars, test_tokens)
+    if cfg.probe.get("mdl"):
+        train_positions = len(valid_positions(len(corpus.parts["probe_train"]), offsets))
+        block_ends(int(train_positions * (1 - cfg.probe.val_fraction)), cfg.probe.mdl_schedule)
 
 
 def optional_list(value) -> list | None:

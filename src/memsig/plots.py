@@ -19,14 +19,42 @@ LINE = 80  # characters per line in a character-level figure
 
 def signature_figure(signature: Signature, title: str | None = None) -> plt.Figure:
     """Two panels, one line per view: accuracy (majority baseline dashed) and information
-    (prior entropy dashed: the most a view could recover)."""
+    (prior entropy dashed: the most a view could recover). With the optional records, each
+    view's bootstrap interval is a band, its control-task accuracy a dotted line and its
+    untrained twin a dash-dotted line, in the view's colour."""
     fig, (acc_ax, info_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
     offsets = signature.offsets
     order = sorted(range(len(offsets)), key=lambda i: offsets[i])
     xs = [offsets[i] for i in order]
+    extra = signature.extra
+    bands = extra.get("intervals", {}).get("views", {})
+    control = extra.get("control", {}).get("views", {})
+    untrained = extra.get("untrained", {}).get("views", {})
     for view, scores in signature.views.items():
-        acc_ax.plot(xs, [scores.accuracy[i] for i in order], marker="o", ms=3, label=view)
+        (line,) = acc_ax.plot(xs, [scores.accuracy[i] for i in order], marker="o", ms=3, label=view)
         info_ax.plot(xs, [scores.info_bits[i] for i in order], marker="o", ms=3, label=view)
+        colour = line.get_color()
+        for ax, metric in ((acc_ax, "accuracy"), (info_ax, "info_bits")):
+            if view in bands:
+                lo, hi = bands[view][f"{metric}_lo"], bands[view][f"{metric}_hi"]
+                ax.fill_between(
+                    xs, [lo[i] for i in order], [hi[i] for i in order], color=colour, alpha=0.2
+                )
+            if view in untrained:
+                values = untrained[view][metric]
+                ax.plot(
+                    xs,
+                    [values[i] for i in order],
+                    "-.",
+                    color=colour,
+                    lw=1,
+                    label=f"{view} untrained" if ax is info_ax else None,
+                )
+        if view in control:
+            values = control[view]["accuracy"]
+            acc_ax.plot(
+                xs, [values[i] for i in order], ":", color=colour, lw=1.2, label=f"{view} control"
+            )
     for m, ref in signature.extra.get("local_context", {}).items():
         label = f"last {m} chars"  # the local-context reference: what a window alone reveals
         acc_ax.plot(xs, [ref["accuracy"][i] for i in order], "--", lw=1.2, label=label)
@@ -44,6 +72,8 @@ def signature_figure(signature: Signature, title: str | None = None) -> plt.Figu
     for ax in (acc_ax, info_ax):
         ax.grid(alpha=0.3)
     info_ax.legend(fontsize=8, loc="upper right")
+    if control:
+        acc_ax.legend(fontsize=7, loc="lower left")
     model, data = signature.model, signature.data
     fig.suptitle(title or f"memory signature: {model.get('name')} on {data.get('name')}")
     fig.tight_layout()
@@ -125,5 +155,22 @@ def chars_figure(chars: Sequence[str], offsets: Sequence[int], sides: Sequence) 
             if row == 0:
                 ax.set_title(side.label, fontsize=9)
     fig.suptitle("probability the probe at step p+k gives the character at p", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def training_heatmap(steps: Sequence[int], offsets: Sequence[int], info: dict) -> plt.Figure:
+    """One panel per view: information (bits) by training step (rows) x offset (columns)."""
+    order = sorted(range(len(offsets)), key=lambda i: offsets[i])
+    fig, axes = plt.subplots(
+        1, len(info), figsize=(4.2 * len(info), 0.3 * len(steps) + 2.2), squeeze=False
+    )
+    for ax, (view, grid) in zip(axes[0], info.items(), strict=True):
+        image = ax.imshow(np.asarray(grid)[:, order], aspect="auto", cmap="viridis", vmin=0)
+        ax.set_xticks(range(len(order)), [offsets[i] for i in order], fontsize=7)
+        ax.set_yticks(range(len(steps)), list(steps), fontsize=7)
+        ax.set(title=view, xlabel="offset k", ylabel="training step")
+        fig.colorbar(image, ax=ax, fraction=0.046, label="information (bits)")
+    fig.suptitle("memory forming during training")
     fig.tight_layout()
     return fig

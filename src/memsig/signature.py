@@ -1,30 +1,79 @@
-"""The Signature record (schema memsig/signature@1): build, save and load as JSON and CSV."""
+"""The Signature record (schema memsig/signature@1): build, save and load as JSON and CSV.
+
+Keys beyond the schema's core (all optional, each written only when its option is on):
+
+- `summary`: per view, `capacity`, `half_life` (the first offset k >= 0 whose information falls
+  below half its k = 0 value; null if it never does within the offsets, or without k = 0) and
+  `last_significant_offset` (the largest k >= 0 whose information interval lies above zero;
+  null without intervals or when none does).
+- `intervals` (`probe.bootstrap.resamples` > 0): bootstrap over probe-test documents;
+  `level`, `resamples`, `documents`, `block_chars`, and per view the per-offset lists
+  `accuracy_lo/hi`, `info_bits_lo/hi` (`selectivity_lo/hi` with control tasks) and the pairs
+  `capacity`, `half_life` ([lo, hi]).
+- `control` (`probe.control=true`): `labels` (per offset, the control label of each symbol),
+  `baseline` (`majority_accuracy` per offset of the control labels) and per view the
+  per-offset `accuracy` (control task), `selectivity` (accuracy - control accuracy) and
+  `selectivity_above_chance` (the same with each accuracy less its majority baseline).
+- `untrained` (`probe.untrained_baseline=true`): the same architecture with random weights,
+  probed the same way: `path` (its own signature.json) and `views` (as in `views`).
+- `mdl` (`probe.mdl=true`): the online code: `schedule`, `block_ends`, `positions`,
+  `uniform_bits` (the targets coded without the state) and per view the per-offset
+  `online_code_bits` (total) and `online_code_bits_per_token` (next to `xent_bits`).
+"""
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from memsig.atomic import write_csv_atomic, write_json_atomic
 from memsig.errors import MemsigError
 
 SCHEMA = "memsig/signature@1"
 PER_OFFSET_METRICS = ("accuracy", "xent_bits", "info_bits")
+PER_VIEW_PAIRS = ("capacity", "half_life")  # [lo, hi] in `intervals`
 
 
-def capacity(
-    offsets: Sequence[int], info_bits: Sequence[float], prior_bits: Sequence[float]
-) -> float:
-    """Sum over past offsets (k >= 0) of the fraction of the prior entropy the state recovers."""
-    return float(
-        sum(
-            max(0.0, info) / prior
-            for k, info, prior in zip(offsets, info_bits, prior_bits, strict=True)
-            if k >= 0 and prior > 0
-        )
-    )
+def capacity(offsets: Sequence[int], info_bits, prior_bits):
+    """Sum over past offsets (k >= 0) of the fraction of the prior entropy the state recovers.
+    The last axis of `info_bits` and `prior_bits` is the offset, so bootstrap replicates
+    [resamples, offsets] give one capacity each; plain lists give a float."""
+    info, prior = np.asarray(info_bits, dtype=np.float64), np.asarray(prior_bits, np.float64)
+    counted = (np.asarray(offsets) >= 0) & (prior > 0)
+    fraction = np.maximum(info, 0.0) / np.where(prior > 0, prior, 1.0)
+    total = np.where(counted, fraction, 0.0).sum(-1)
+    return float(total) if total.ndim == 0 else total
+
+
+def half_life(offsets: Sequence[int], info_bits) -> np.ndarray | float | None:
+    """The first offset k >= 0 (in increasing order) whose information falls below half its
+    k = 0 value; inf where it never does; None without offset 0. Last axis: offsets."""
+    offsets = list(offsets)
+    if 0 not in offsets:
+        return None
+    info = np.asarray(info_bits, dtype=np.float64)
+    past = sorted(k for k in offsets if k >= 0)
+    curve = info[..., [offsets.index(k) for k in past]]
+    below = curve < curve[..., :1] / 2.0
+    first = np.where(below.any(-1), np.asarray(past)[below.argmax(-1)], np.inf)
+    return float(first) if first.ndim == 0 else first
+
+
+def zip_offsets(view: str, metric: str, offsets: Sequence[int], values: Sequence) -> list:
+    """Long-form rows of one per-offset list."""
+    return [(view, k, metric, v) for k, v in zip(offsets, values, strict=True)]
+
+
+def json_number(value: float | None) -> float | int | None:
+    """A number for JSON: None for missing or infinite, int when whole."""
+    if value is None or not math.isfinite(value):
+        return None
+    return int(value) if float(value).is_integer() else float(value)
 
 
 @dataclass
@@ -98,13 +147,27 @@ class Signature:
             extra={k: v for k, v in raw.items() if k not in known},
         )
 
-    def rows(self) -> list[tuple[str, int, str, float]]:
-        """Long form: (view, offset, metric, value)."""
+    def rows(self) -> list[tuple[str, int | str, str, float | None]]:
+        """Long form: (view, offset, metric, value). Per-offset lists of the optional keys
+        follow as `<key>.<metric>` (untrained views as `untrained.<metric>`); per-view numbers
+        of `summary` and the [lo, hi] pairs of `intervals` have an empty offset."""
         out = []
         for view, scores in self.views.items():
             for metric in PER_OFFSET_METRICS:
-                for k, value in zip(self.offsets, getattr(scores, metric), strict=True):
-                    out.append((view, k, metric, value))
+                out.extend(zip_offsets(view, metric, self.offsets, getattr(scores, metric)))
+        for key in ("control", "intervals", "mdl", "untrained"):
+            for view, metrics in self.extra.get(key, {}).get("views", {}).items():
+                for metric, values in metrics.items():
+                    name = f"{key}.{metric}"
+                    if not isinstance(values, list):
+                        continue
+                    if metric in PER_VIEW_PAIRS:
+                        ends = zip(("lo", "hi"), values, strict=True)
+                        out.extend((view, "", f"{name}_{end}", v) for end, v in ends)
+                    else:
+                        out.extend(zip_offsets(view, name, self.offsets, values))
+        for view, numbers in self.extra.get("summary", {}).items():
+            out.extend((view, "", metric, value) for metric, value in numbers.items())
         return out
 
     def save(self, directory: Path) -> tuple[Path, Path]:
@@ -128,3 +191,19 @@ class Signature:
             ) from err
         except (json.JSONDecodeError, KeyError, TypeError) as err:
             raise MemsigError(f"{path} is not a valid memsig signature ({err})") from err
+
+
+def view_scores(
+    views: Mapping[str, int], offsets: Sequence[int], results: Mapping, baseline: Mapping
+) -> dict[str, ViewScores]:
+    """Each view's scores from a probe's test results (accuracy, xent_bits: [views, offsets])."""
+    return {
+        v: ViewScores.from_scores(
+            d,
+            offsets,
+            results["accuracy"][i].tolist(),
+            results["xent_bits"][i].tolist(),
+            baseline["prior_entropy_bits"],
+        )
+        for i, (v, d) in enumerate(views.items())
+    }

@@ -159,3 +159,25 @@ def build_cache(
     cached = open_cache(directory, identity)
     assert cached is not None
     return cached
+
+
+def probe_caches(
+    states_fn: StatesFn,
+    parts: Mapping[str, np.ndarray],
+    directory: Path,
+    identity: Mapping,
+    settings: ExtractSettings,
+    device: torch.device | str = "cpu",
+) -> dict[str, StateCache]:
+    """The probe_train and probe_test caches of one network under `directory`."""
+    return {
+        part: build_cache(
+            states_fn,
+            parts[part],
+            directory / part,
+            {**identity, "part": part},
+            settings,
+            device,
+        )
+        for part in ("probe_train", "probe_test")
+    }

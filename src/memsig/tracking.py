@@ -97,11 +97,17 @@ def log_signature(loggers: list[Logger], signature: Signature, figure: Path) -> 
         for i, k in enumerate(signature.offsets)
     ]
     summary = {f"signature/{view}/capacity": s.capacity for view, s in signature.views.items()}
+    summary.update(_summary_scalars(signature))
     log_report(loggers, "signature", summary, SIGNATURE_COLUMNS, rows, figure)
     for logger in loggers:
         if isinstance(logger, WandbLogger):
             import wandb
 
+            every_metric = wandb.Table(
+                columns=["view", "offset", "metric", "value"],
+                data=[[v, str(k), m, x] for v, k, m, x in signature.rows()],
+            )
+            logger.experiment.log({"signature/long_table": every_metric})
             views = list(signature.views)
             lines = wandb.plot.line_series(
                 xs=signature.offsets,
@@ -111,6 +117,26 @@ def log_signature(loggers: list[Logger], signature: Signature, figure: Path) -> 
                 xname="offset",
             )
             logger.experiment.log({"signature/accuracy": lines})
+
+
+def _summary_scalars(signature: Signature) -> dict[str, float]:
+    """The optional per-view numbers (summary, interval bounds of the summary, mean
+    selectivity, the untrained twin's capacity) as `signature/<view>/<name>` scalars."""
+    out = {}
+    extra = signature.extra
+    for view, numbers in extra.get("summary", {}).items():
+        out.update({f"signature/{view}/{k}": v for k, v in numbers.items() if k != "capacity"})
+    for view, bounds in extra.get("intervals", {}).get("views", {}).items():
+        for name in ("capacity", "half_life"):
+            for end, value in zip(("lo", "hi"), bounds.get(name) or (), strict=False):
+                out[f"signature/{view}/{name}_{end}"] = value
+    for view, scores in extra.get("control", {}).get("views", {}).items():
+        out[f"signature/{view}/mean_selectivity"] = sum(scores["selectivity"]) / len(
+            scores["selectivity"]
+        )
+    for view, scores in extra.get("untrained", {}).get("views", {}).items():
+        out[f"signature/{view}/untrained_capacity"] = scores["capacity"]
+    return {k: float(v) for k, v in out.items() if v is not None}
 
 
 def log_report(

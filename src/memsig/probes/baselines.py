@@ -5,6 +5,19 @@ from __future__ import annotations
 import numpy as np
 
 
+def class_prior(train_targets: np.ndarray, num_classes: int) -> np.ndarray:
+    """[offsets, classes]: add-one smoothed class frequency of probe-train targets."""
+    counts = np.stack(
+        [np.bincount(column, minlength=num_classes) + 1.0 for column in train_targets.T]
+    )
+    return counts / counts.sum(1, keepdims=True)
+
+
+def prior_code_bits(prior: np.ndarray, test_targets: np.ndarray) -> np.ndarray:
+    """[positions, offsets]: bits the prior spends on each test target."""
+    return -np.log2(np.take_along_axis(prior.T, test_targets, axis=0))
+
+
 def prior_baselines(
     train_targets: np.ndarray, test_targets: np.ndarray, num_classes: int
 ) -> dict[str, list[float]]:
@@ -13,11 +26,7 @@ def prior_baselines(
     The prior is the add-one smoothed class frequency of probe-train targets, so a probe that
     learns nothing from the state scores about `prior_entropy_bits` and zero information.
     """
-    majority, entropy = [], []
-    for column in range(train_targets.shape[1]):
-        counts = np.bincount(train_targets[:, column], minlength=num_classes) + 1.0
-        prior = counts / counts.sum()
-        test = test_targets[:, column]
-        majority.append(float(np.mean(test == np.argmax(counts))))
-        entropy.append(float(-np.mean(np.log2(prior[test]))))
-    return {"majority_accuracy": majority, "prior_entropy_bits": entropy}
+    prior = class_prior(train_targets, num_classes)
+    majority = (test_targets == prior.argmax(1)[None, :]).mean(0)
+    entropy = prior_code_bits(prior, test_targets).mean(0)
+    return {"majority_accuracy": majority.tolist(), "prior_entropy_bits": entropy.tolist()}

@@ -1,12 +1,16 @@
-"""One entry point for every probe kind (`probe=linear | mlp | ridge`): build it, fit it on the
-fit block (validation block for selection), test it, and say what it did."""
+"""One entry point for every probe kind (`probe=linear | mlp | ridge`) and every use (the
+signature, the control task, the untrained baseline, each online-code block): build the probe,
+fit it on the fit block (validation block for selection), test it, and say what it did."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import EarlyStopping
@@ -21,6 +25,20 @@ from memsig.stages.trainer import make_trainer
 from memsig.state_cache import StateCache
 
 Probe = FusedProbe | RidgeProbe  # what every kind offers: views, logits(features), test_results
+Sets = tuple[PositionBatches, PositionBatches, PositionBatches]  # fit, val, test
+
+
+@dataclass(frozen=True)
+class ProbeSetup:
+    """What every probe of one signature shares: the config, the run dir (resume checkpoints),
+    the views probed, the number of classes, the states' moments (whitening) and the device."""
+
+    cfg: DictConfig
+    run_dir: Path
+    views: dict[str, int]
+    num_classes: int
+    moments: StateCache
+    device: torch.device
 
 
 @dataclass
@@ -32,34 +50,35 @@ class FittedProbe:
     epochs: int
     record: dict = field(default_factory=dict)
 
+    @property
+    def results(self) -> dict[str, torch.Tensor]:
+        return self.probe.test_results
+
 
 def fit_and_test(
-    cfg: DictConfig,
-    loggers: list,
-    views: dict[str, int],
-    train_cache: StateCache,
-    sets: tuple[PositionBatches, PositionBatches, PositionBatches],
-    num_classes: int,
-    checkpoints: Path,
-    device: torch.device,
+    setup: ProbeSetup,
+    sets: Sets,
+    key: list,
+    loggers: list | None = None,
+    documents: np.ndarray | None = None,
 ) -> FittedProbe:
-    """Fit the configured probe kind on sets = (fit, val, test) and score it on test."""
-    fit, val, test = sets
+    """Fit the configured probe kind on sets = (fit, val, test) and score it on test; with
+    `documents` (the document of every test row), the test scores are also summed per
+    document. `key` names the run's resume checkpoints."""
+    cfg, (fit, val, test) = setup.cfg, sets
     num_offsets, batch = len(fit.offsets), cfg.probe.batch_size
+    moments = (setup.moments.mean, setup.moments.cov)
     # the same probe whether or not the base model was trained in this process
     L.seed_everything(cfg.seed, verbose=False)
     if cfg.probe.kind == "ridge":
         probe = RidgeProbe(
-            views,
-            num_offsets,
-            num_classes,
-            train_cache.mean,
-            train_cache.cov,
-            list(cfg.probe.ridge.strengths),
-        ).to(device)
+            setup.views, num_offsets, setup.num_classes, *moments, list(cfg.probe.ridge.strengths)
+        ).to(setup.device)
         probe.fit(
             position_loader(fit, batch, shuffle=False), position_loader(val, batch, shuffle=False)
         )
+        if documents is not None:
+            probe.keep_document_sums(documents)
         probe.test(position_loader(test, batch, shuffle=False))
         record = {
             name: {v: getattr(probe, name)[i].tolist() for i, v in enumerate(probe.views)}
@@ -67,8 +86,7 @@ def fit_and_test(
         }
         return FittedProbe(probe, 0, {"ridge": record})
 
-    args = (views, num_offsets, num_classes, instantiate(cfg.probe.optimizer))
-    moments = (train_cache.mean, train_cache.cov)
+    args = (setup.views, num_offsets, setup.num_classes, instantiate(cfg.probe.optimizer))
     if cfg.probe.kind == "mlp":
         trained: FusedProbe = MLPProbe(*args, *moments, hidden=cfg.probe.mlp.hidden)
     else:
@@ -79,9 +97,11 @@ def fit_and_test(
         patience=cfg.probe.patience,
         min_delta=cfg.probe.min_delta,
     )
+    digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()
+    checkpoints = setup.run_dir / "checkpoints" / f"probe-{digest[:12]}"
     trainer = make_trainer(
         cfg,
-        loggers,
+        loggers or [],
         max_epochs=cfg.probe.max_epochs,
         callbacks=[stop, ResumeCheckpoint(checkpoints)],
         enable_checkpointing=False,
@@ -95,5 +115,7 @@ def fit_and_test(
         ckpt_path=resume_point(checkpoints, cfg.resume),
         weights_only=True,
     )
+    if documents is not None:
+        trained.keep_document_sums(documents)
     trainer.test(trained, position_loader(test, batch, shuffle=False), verbose=False)
     return FittedProbe(trained, trainer.current_epoch)

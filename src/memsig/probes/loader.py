@@ -12,7 +12,10 @@ from memsig.probes.offsets import offset_targets
 
 
 class PositionBatches(Dataset):
-    """Index with a list of positions; returns ({view: [b, D]}, targets [b, offsets])."""
+    """Index with a list of positions; returns ({view: [b, D]}, targets [b, offsets]).
+
+    With `labels` ([offsets, symbols]), offset j's target x_{t-k} becomes labels[j, x_{t-k}]:
+    a relabelling of the same index shifts (the control tasks)."""
 
     def __init__(
         self,
@@ -20,11 +23,20 @@ class PositionBatches(Dataset):
         tokens: np.ndarray,
         positions: np.ndarray,
         offsets: np.ndarray,
+        labels: np.ndarray | None = None,
     ) -> None:
         self.views = views
         self.tokens = np.asarray(tokens, dtype=np.int64)
         self.positions = positions
         self.offsets = offsets
+        self.labels = labels
+
+    def targets(self, positions: np.ndarray) -> np.ndarray:
+        """Targets [len(positions), offsets] (relabelled when the dataset has labels)."""
+        symbols = offset_targets(self.tokens, positions, self.offsets)
+        if self.labels is None:
+            return symbols
+        return np.take_along_axis(self.labels.T, symbols, axis=0)
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -34,7 +46,7 @@ class PositionBatches(Dataset):
         features = {
             v: torch.from_numpy(np.asarray(a[pos], dtype=np.float32)) for v, a in self.views.items()
         }
-        targets = torch.from_numpy(offset_targets(self.tokens, pos, self.offsets))
+        targets = torch.from_numpy(self.targets(pos))
         return features, targets
 
 
@@ -72,4 +84,4 @@ def position_loader(
 
 def targets_of(dataset: PositionBatches) -> np.ndarray:
     """All targets [positions, offsets] of a dataset (for the prior baselines)."""
-    return offset_targets(dataset.tokens, np.asarray(dataset.positions), dataset.offsets)
+    return dataset.targets(np.asarray(dataset.positions))

@@ -19,10 +19,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from memsig.errors import ConfigError, NumericalError
-from memsig.probes.scores import HeadScores, head_losses, head_statistics
+from memsig.probes.scores import HeadScores, TestScoring, head_losses, head_statistics
 
 
-class FusedProbe(L.LightningModule):
+class FusedProbe(TestScoring, L.LightningModule):
     """Decoders from whitened state views to the input at every offset, trained together.
 
     Subclasses build one module per view (`build_head`) whose parameters all have a leading
@@ -52,7 +52,7 @@ class FusedProbe(L.LightningModule):
                 self.register_buffer(_best_name(i, name), param.detach().clone())
         self.register_buffer("best_val_xent", torch.full((len(self.views), num_offsets), np.inf))
         self.val_scores = HeadScores(len(self.views), num_offsets, num_classes)
-        self.test_scores = HeadScores(len(self.views), num_offsets, num_classes)
+        self.test_scores = self.new_test_scores()
         self.test_results: dict[str, torch.Tensor] | None = None
 
     def build_head(self, dim: int) -> nn.Module:
@@ -117,6 +117,7 @@ class FusedProbe(L.LightningModule):
     def on_test_start(self) -> None:
         if torch.isfinite(self.best_val_xent).all():
             self.use_best_weights()
+        self.test_scores = self.new_test_scores().to(self.device)  # with documents, if asked
 
     def test_step(self, batch, batch_idx: int) -> None:
         features, targets = batch

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from memsig.probes.scores import HeadScores, head_statistics
+from memsig.probes.scores import TestScoring, head_statistics
 from memsig.units import nats_to_bits
 
 # inverse temperatures tried: 2^(-2) .. 2^12 in steps of 2^(1/2), then 2^(+-1/16 .. 1/2) around
@@ -64,7 +64,7 @@ class Moments:
         return gram, cross, square_y
 
 
-class RidgeProbe(nn.Module):
+class RidgeProbe(TestScoring, nn.Module):
     """Ridge decoders for every view x offset; after `fit`, a linear map to logits per view."""
 
     def __init__(
@@ -217,7 +217,7 @@ class RidgeProbe(nn.Module):
     def test(self, batches: Iterable) -> dict[str, torch.Tensor]:
         """The same test statistics as a trained probe's, in one pass."""
         device = self.best_val_xent.device
-        scores = HeadScores(len(self.views), self.num_offsets, self.num_classes).to(device)
+        scores = self.new_test_scores().to(device)
         for features, targets in batches:
             features = {v: x.to(device) for v, x in features.items()}
             scores.update(*head_statistics(self.logits(features), targets.to(device)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torchmetrics import Metric
@@ -10,11 +11,21 @@ from memsig.units import nats_to_bits
 
 
 class HeadScores(Metric):
-    """Summed cross-entropy (nats) and correct predictions for every view x offset head."""
+    """Summed cross-entropy (nats) and correct predictions for every view x offset head.
+
+    With `documents` (the document index of every scored row, in the order rows arrive: an
+    unshuffled loader), the same sums are also kept per document, so a bootstrap over
+    documents resamples sums instead of rescoring tokens."""
 
     full_state_update = False
 
-    def __init__(self, num_views: int, num_offsets: int, num_classes: int) -> None:
+    def __init__(
+        self,
+        num_views: int,
+        num_offsets: int,
+        num_classes: int,
+        documents: np.ndarray | None = None,
+    ) -> None:
         super().__init__()
         self.num_classes = num_classes
         shape, by_symbol = (num_views, num_offsets), (num_views, num_offsets * num_classes)
@@ -25,6 +36,13 @@ class HeadScores(Metric):
             "count_by_symbol", torch.zeros(count_shape, dtype=torch.float64), dist_reduce_fx="sum"
         )
         self.add_state("count", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.documents = None if documents is None else torch.as_tensor(documents).long()
+        if self.documents is not None:
+            per_doc = (int(self.documents.max()) + 1, num_views, num_offsets)
+            for name in ("doc_nll", "doc_correct"):
+                self.add_state(name, torch.zeros(per_doc, dtype=torch.float64), "sum")
+            self.add_state("doc_count", torch.zeros(per_doc[0], dtype=torch.float64), "sum")
+            self.add_state("seen", torch.zeros((), dtype=torch.long), "sum")
 
     def update(self, nll: torch.Tensor, correct: torch.Tensor, targets: torch.Tensor) -> None:
         """nll, correct: [views, batch, offsets]; targets: [batch, offsets]."""
@@ -36,22 +54,33 @@ class HeadScores(Metric):
         self.count_by_symbol.index_add_(0, index, torch.ones_like(index, dtype=torch.float64))
         hits = correct.reshape(len(correct), -1).double()
         self.correct_by_symbol.index_add_(1, index, hits)
+        if self.documents is not None:
+            start = int(self.seen)
+            doc = self.documents[start : start + nll.shape[1]].to(nll.device)
+            self.seen += nll.shape[1]
+            self.doc_nll.index_add_(0, doc, nll.transpose(0, 1).double())
+            self.doc_correct.index_add_(0, doc, correct.transpose(0, 1).double())
+            self.doc_count.index_add_(0, doc, torch.ones_like(doc, dtype=torch.float64))
 
     def compute(self) -> dict[str, torch.Tensor]:
         """Accuracy and cross-entropy per view x offset; correct predictions and counts per
-        offset x target symbol (from which any class of symbols gets its accuracy)."""
+        offset x target symbol (from which any class of symbols gets its accuracy); with
+        documents, the per-document sums [documents, views, offsets] and counts."""
         return self.results()
 
     def results(self) -> dict[str, torch.Tensor]:
         """What `compute` gives, in these shapes even for one view x one offset (torchmetrics
         squeezes one-element results of `compute` to scalars)."""
         offsets = self.nll.shape[1]
-        return {
+        out = {
             "xent_bits": nats_to_bits(self.nll / self.count),
             "accuracy": self.correct / self.count,
             "correct_by_symbol": self.correct_by_symbol.view(-1, offsets, self.num_classes),
             "count_by_symbol": self.count_by_symbol.view(offsets, self.num_classes),
         }
+        if self.documents is not None:
+            out.update(doc_nll=self.doc_nll, doc_correct=self.doc_correct, doc_count=self.doc_count)
+        return out
 
 
 def head_losses(logits: list[torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
@@ -68,3 +97,19 @@ def head_statistics(
     """What HeadScores.update takes: cross-entropy, hits, and the targets."""
     hits = torch.stack([z.argmax(-1) == targets for z in logits])
     return head_losses(logits, targets), hits, targets
+
+
+class TestScoring:
+    """What every probe kind (`views`, `num_offsets`, `num_classes`) shares for its test pass:
+    HeadScores over views x offsets, with per-document sums once `keep_document_sums` is
+    called (a bootstrap over documents)."""
+
+    documents: np.ndarray | None = None
+
+    def keep_document_sums(self, documents: np.ndarray) -> None:
+        """Also sum the test scores per document (`documents[i]`: the document of test row i,
+        rows in loader order)."""
+        self.documents = np.asarray(documents)
+
+    def new_test_scores(self) -> HeadScores:
+        return HeadScores(len(self.views), self.num_offsets, self.num_classes, self.documents)

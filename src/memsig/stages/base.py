@@ -14,9 +14,11 @@ from memsig.data.streams import stream_loader
 from memsig.models.char_lm import CharLM
 from memsig.models.checkpoint import build_network, save_base_checkpoint
 from memsig.models.ngram import bits_per_char
-from memsig.plan import Plan
+from memsig.plan import Plan, optional_list
 from memsig.resume import ResumeCheckpoint, resume_point
 from memsig.stages.trainer import make_trainer
+from memsig.state_cache import ExtractSettings
+from memsig.training_signature import SignatureDuringTraining
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +41,27 @@ def train_base(cfg: DictConfig, plan: Plan, loggers: list) -> Path:
     stop = EarlyStopping(
         monitor="val/bpc", mode="min", patience=training.patience, min_delta=training.min_delta
     )
+    callbacks = [best, stop, ResumeCheckpoint(checkpoints)]
+    during = cfg.probe.get("during_training")
+    if during is not None and during.every_n_steps:
+        callbacks.append(
+            SignatureDuringTraining(
+                corpus,
+                plan.offsets,
+                optional_list(cfg.probe.views),
+                during.every_n_steps,
+                during.chars,
+                plan.run_dir,
+                loggers,
+                ExtractSettings(**cfg.probe.extract),
+                cfg.probe.batch_size,
+            )
+        )
     trainer = make_trainer(
         cfg,
         loggers,
         max_epochs=training.max_epochs,
-        callbacks=[best, stop, ResumeCheckpoint(checkpoints)],
+        callbacks=callbacks,
         gradient_clip_val=training.grad_clip,
     )
     trainer.fit(

@@ -1,10 +1,9 @@
-"""Signature stage: extract states once, train every view x offset probe together, score,
-save and log the signature."""
+"""Signature stage: extract states once, fit every view x offset probe together, score,
+save and log the signature; the optional extras (control task, untrained baseline, online
+code, bootstrap intervals) come from their own modules."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 
 import numpy as np
@@ -20,13 +19,18 @@ from memsig.models.factorized import with_basis_ablations
 from memsig.plan import Plan, optional_list
 from memsig.plots import save_figure, signature_figure
 from memsig.probes.baselines import prior_baselines
-from memsig.probes.factory import fit_and_test
+from memsig.probes.factory import ProbeSetup, fit_and_test
 from memsig.probes.loader import PositionBatches, targets_of
 from memsig.probes.local_context import local_context_reference
 from memsig.probes.multi_offset import probe_views
 from memsig.probes.offsets import valid_positions
-from memsig.signature import Signature, ViewScores
-from memsig.state_cache import ExtractSettings, StateCache, build_cache
+from memsig.reliability import summarise
+from memsig.signature import Signature, view_scores
+from memsig.stages.control_task import control_task
+from memsig.stages.intervals import intervals_record, test_documents
+from memsig.stages.online_code import online_code
+from memsig.stages.untrained import untrained_signature
+from memsig.state_cache import ExtractSettings, StateCache, probe_caches
 from memsig.tracking import log_signature
 
 log = logging.getLogger(__name__)
@@ -60,36 +64,22 @@ def signature_stage(cfg: DictConfig, plan: Plan, loggers: list) -> Signature:
         "dtype": settings.dtype,
         "settings": vars(settings),
     }
-    caches = {
-        part: build_cache(
-            net.views,
-            corpus.parts[part],
-            plan.run_dir / "cache" / part,
-            {**identity, "part": part},
-            settings,
-            device,
-        )
-        for part in ("probe_train", "probe_test")
-    }
-    fit, val, test = _position_sets(caches, corpus, offsets, cfg.probe.val_fraction)
-    probe_key = hashlib.sha256(json.dumps([identity, probe_cfg, offsets]).encode()).hexdigest()
-    checkpoints = plan.run_dir / "checkpoints" / f"probe-{probe_key[:12]}"
-    fitted = fit_and_test(
-        cfg,
-        loggers,
-        views,
-        caches["probe_train"],
-        (fit, val, test),
-        len(corpus.vocab),
-        checkpoints,
-        device,
+    caches = probe_caches(
+        net.views, corpus.parts, plan.run_dir / "cache", identity, settings, device
     )
-    probe, batch = fitted.probe, cfg.probe.batch_size
-    chars = character_record(probe, test, corpus.vocab, cfg.probe.passage_chars, batch)
+    sets = _position_sets(caches, corpus, offsets, cfg.probe.val_fraction)
+    fit, val, test = sets
+    num_classes = len(corpus.vocab)
+    setup = ProbeSetup(cfg, plan.run_dir, views, num_classes, caches["probe_train"], device)
+    documents = test_documents(cfg, test)
+    probe_key = [identity, probe_cfg, offsets]
+    fitted = fit_and_test(setup, sets, probe_key, loggers, documents)
+    chars = character_record(
+        fitted.probe, test, corpus.vocab, cfg.probe.passage_chars, cfg.probe.batch_size
+    )
     save_chars(plan.run_dir, chars)
 
-    baseline = prior_baselines(targets_of(fit), targets_of(test), len(corpus.vocab))
-    results = probe.test_results
+    baseline = prior_baselines(targets_of(fit), targets_of(test), num_classes)
     signature = Signature(
         model={
             "name": cfg.model.name,
@@ -114,17 +104,24 @@ def signature_stage(cfg: DictConfig, plan: Plan, loggers: list) -> Signature:
         },
         offsets=list(offsets),
         baseline=baseline,
-        views={
-            v: ViewScores.from_scores(
-                d,
-                offsets,
-                results["accuracy"][i].tolist(),
-                results["xent_bits"][i].tolist(),
-                baseline["prior_entropy_bits"],
-            )
-            for i, (v, d) in enumerate(views.items())
-        },
+        views=view_scores(views, offsets, fitted.results, baseline),
     )
+    control = None
+    if cfg.probe.control:
+        signature.extra["control"], control = control_task(
+            setup, sets, probe_key, documents, signature
+        )
+    if cfg.probe.untrained_baseline:
+        signature.extra["untrained"] = untrained_signature(
+            setup, plan, payload, identity, sets, signature
+        )
+    if cfg.probe.mdl:
+        signature.extra["mdl"] = online_code(setup, (fit, val), probe_key)
+    if documents is not None:
+        signature.extra["intervals"] = intervals_record(
+            cfg, signature, sets, documents, fitted.results, control and control.results
+        )
+    signature.extra["summary"] = summarise(signature)
     signature.extra.update(basis_divergence(signature))
     if cfg.probe.reference_orders:
         signature.extra["local_context"] = local_context_reference(

@@ -1,0 +1,73 @@
+"""The untrained baseline of a signature (`probe.untrained_baseline=true`): the same
+architecture with random weights, probed exactly as the trained one."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import lightning as L
+
+from memsig.models.checkpoint import build_network
+from memsig.models.factorized import with_basis_ablations
+from memsig.plan import Plan
+from memsig.probes.factory import ProbeSetup, Sets, fit_and_test
+from memsig.probes.loader import PositionBatches
+from memsig.reliability import summarise
+from memsig.signature import Signature, view_scores
+from memsig.state_cache import ExtractSettings, probe_caches
+
+
+def untrained_signature(
+    setup: ProbeSetup,
+    plan: Plan,
+    payload: dict,
+    identity: dict,
+    sets: Sets,
+    trained: Signature,
+) -> dict:
+    """Probe the network initialised as base training initialises it (from `seed`); its own
+    signature goes to untrained/, its views into the trained signature's `untrained` key."""
+    cfg = setup.cfg
+    L.seed_everything(cfg.seed, verbose=False)
+    net = with_basis_ablations(
+        build_network(payload["model"], len(payload["vocab"])).eval(),
+        cfg.probe.get("ablate_bases", False),
+    ).to(setup.device)
+    identity = {
+        **identity,
+        "checkpoint_sha256": f"untrained-seed{cfg.seed}",
+        "model": payload["model"],
+    }
+    caches = probe_caches(
+        net.views,
+        plan.corpus.parts,
+        plan.run_dir / "cache" / "untrained",
+        identity,
+        ExtractSettings(**cfg.probe.extract),
+        setup.device,
+    )
+    parts = ("probe_train", "probe_train", "probe_test")
+    moved = tuple(
+        PositionBatches(caches[part].views, d.tokens, d.positions, d.offsets)
+        for part, d in zip(parts, sets, strict=True)
+    )
+    untrained_setup = dataclasses.replace(setup, moments=caches["probe_train"])
+    run = fit_and_test(
+        untrained_setup, moved, [identity, trained.probe["config"], trained.offsets, "untrained"]
+    )
+    signature = Signature(
+        model={**trained.model, "name": f"{trained.model['name']} (untrained)", "metrics": {}},
+        data=trained.data,
+        probe={**trained.probe, "epochs": run.epochs, **run.record},
+        offsets=trained.offsets,
+        baseline=trained.baseline,
+        views=view_scores(setup.views, trained.offsets, run.results, trained.baseline),
+    )
+    signature.extra["summary"] = summarise(signature)
+    directory = plan.run_dir / "untrained"
+    directory.mkdir(exist_ok=True)
+    signature.save(directory)
+    return {
+        "path": "untrained/signature.json",
+        "views": {v: vars(s).copy() for v, s in signature.views.items()},
+    }
