@@ -185,7 +185,7 @@ def test_each_head_keeps_its_best_validation_weights(net, tmp_path):
     assert torch.isfinite(probe.best_val_xent).all()
 
     # Two more "epochs" by hand: offset 0's head improves in the first, offset 3's in the second.
-    rows = torch.arange(len(offsets) * 5).view(len(offsets), 5)  # head rows per offset
+    rows = torch.arange(len(offsets) * 5).view(5, len(offsets)).T  # head rows per offset
     best = probe.best_val_xent.clone()
     with torch.no_grad():
         probe.heads[0].weight.add_(1.0)

@@ -26,8 +26,9 @@ class FusedProbe(TestScoring, L.LightningModule):
     """Decoders from whitened state views to the input at every offset, trained together.
 
     Subclasses build one module per view (`build_head`) whose parameters all have a leading
-    axis that is a multiple of the number of offsets (rows grouped by offset), and map whitened
-    features to logits [batch, offsets, classes] (`head_logits`)."""
+    axis that is a multiple of the number of offsets (`head_rows` says which rows belong to
+    which offset: grouped by offset unless a subclass lays them out otherwise), and map
+    whitened features to logits [batch, offsets, classes] (`head_logits`)."""
 
     def __init__(
         self,
@@ -60,6 +61,10 @@ class FusedProbe(TestScoring, L.LightningModule):
 
     def head_logits(self, index: int, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def head_rows(self, per_offset: torch.Tensor, rows: int) -> torch.Tensor:
+        """A per-offset mask [offsets] spread over a parameter's `rows` leading rows."""
+        return per_offset.repeat_interleave(rows // self.num_offsets)
 
     def whitened(self, index: int, x: torch.Tensor) -> torch.Tensor:
         return (x.float() - getattr(self, f"mean{index}")) @ getattr(self, f"whiten{index}")
@@ -104,7 +109,7 @@ class FusedProbe(TestScoring, L.LightningModule):
         self.best_val_xent = torch.where(improved, xent, self.best_val_xent)
         for i, head in enumerate(self.heads):
             for name, param in head.named_parameters():
-                rows = improved[i].repeat_interleave(len(param) // self.num_offsets)
+                rows = self.head_rows(improved[i], len(param))
                 getattr(self, _best_name(i, name))[rows] = param[rows]
 
     def use_best_weights(self) -> None:
@@ -132,13 +137,21 @@ class FusedProbe(TestScoring, L.LightningModule):
 
 
 class MultiOffsetProbe(FusedProbe):
-    """Linear softmax decoders: one linear layer per view gives every offset's logits."""
+    """Linear softmax decoders: one linear layer per view gives every offset's logits.
+
+    Its output rows are class-major (row c * offsets + k scores class c at offset k), so the
+    logits come out as a contiguous [batch, classes, offsets] block: the layout the
+    cross-entropy reads without a copy, which keeps the per-offset cost of a step small."""
 
     def build_head(self, dim: int) -> nn.Module:
         return nn.Linear(dim, self.num_offsets * self.num_classes)
 
     def head_logits(self, index: int, x: torch.Tensor) -> torch.Tensor:
-        return self.heads[index](x).view(len(x), self.num_offsets, self.num_classes)
+        logits = self.heads[index](x).view(len(x), self.num_classes, self.num_offsets)
+        return logits.transpose(1, 2)  # [batch, offsets, classes], a view
+
+    def head_rows(self, per_offset: torch.Tensor, rows: int) -> torch.Tensor:
+        return per_offset.repeat(rows // self.num_offsets)  # class-major rows
 
     @torch.no_grad()
     def warm_start(self, batches) -> None:
@@ -150,13 +163,14 @@ class MultiOffsetProbe(FusedProbe):
         sums = [torch.zeros(rows, head.in_features, dtype=torch.float64) for head in self.heads]
         counts = torch.zeros(rows, dtype=torch.float64)
         for features, targets in batches:
-            onehot = F.one_hot(targets, self.num_classes).reshape(len(targets), rows).float()
+            onehot = F.one_hot(targets, self.num_classes).transpose(1, 2)  # class-major
+            onehot = onehot.reshape(len(targets), rows).float()  # columns as the head's rows
             counts += onehot.sum(0).double()
             for i, v in enumerate(self.views):
                 x = self.whitened(i, features[v])
                 sums[i] += (onehot.T @ x).double()  # class sums for every offset in one matmul
-        total = counts.view(self.num_offsets, self.num_classes).sum(1, keepdim=True)
-        log_prior = (counts.view(self.num_offsets, -1) / total).clamp_min(1e-9).log().reshape(-1)
+        by_class = counts.view(self.num_classes, self.num_offsets)
+        log_prior = (by_class / by_class.sum(0)).clamp_min(1e-9).log().reshape(-1)
         for head, total_x in zip(self.heads, sums, strict=True):
             means = total_x / counts.clamp_min(1).unsqueeze(1)
             head.weight.copy_(means)
