@@ -12,7 +12,11 @@ from memsig.probes.offsets import offset_targets
 
 
 class PositionBatches(Dataset):
-    """Index with a list of positions; returns ({view: [b, D]}, targets [b, offsets])."""
+    """Index with a list of positions; returns ({view: [b, D]}, targets [b, offsets]).
+
+    The target of position t at offset k is tokens[anchor(t) - k], where anchor(t) is t itself
+    (a token stream) or anchors[t] (a frame's current grapheme, for speech).
+    """
 
     def __init__(
         self,
@@ -20,11 +24,17 @@ class PositionBatches(Dataset):
         tokens: np.ndarray,
         positions: np.ndarray,
         offsets: np.ndarray,
+        anchors: np.ndarray | None = None,
     ) -> None:
         self.views = views
         self.tokens = np.asarray(tokens, dtype=np.int64)
         self.positions = positions
         self.offsets = offsets
+        self.anchors = anchors
+
+    def anchor(self, positions: np.ndarray) -> np.ndarray:
+        """Where in `tokens` offset 0 of each position points."""
+        return positions if self.anchors is None else self.anchors[positions]
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -34,7 +44,7 @@ class PositionBatches(Dataset):
         features = {
             v: torch.from_numpy(np.asarray(a[pos], dtype=np.float32)) for v, a in self.views.items()
         }
-        targets = torch.from_numpy(offset_targets(self.tokens, pos, self.offsets))
+        targets = torch.from_numpy(offset_targets(self.tokens, self.anchor(pos), self.offsets))
         return features, targets
 
 
@@ -72,4 +82,5 @@ def position_loader(
 
 def targets_of(dataset: PositionBatches) -> np.ndarray:
     """All targets [positions, offsets] of a dataset (for the prior baselines)."""
-    return offset_targets(dataset.tokens, np.asarray(dataset.positions), dataset.offsets)
+    positions = dataset.anchor(np.asarray(dataset.positions))
+    return offset_targets(dataset.tokens, positions, dataset.offsets)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from dataclasses import dataclass
 
 import lightning as L
 import numpy as np
@@ -16,8 +17,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from memsig.bases import basis_divergence, write_basis_report
 from memsig.chars import character_record, save_chars
-from memsig.data.corpus import Corpus
+from memsig.data.speech import SpeechCorpus
 from memsig.errors import ConfigError
+from memsig.frame_cache import build_frame_cache
 from memsig.models.checkpoint import file_digest, load_base_checkpoint, restore_network
 from memsig.models.factorized import with_basis_ablations
 from memsig.plan import Plan, optional_list
@@ -64,18 +66,8 @@ def signature_stage(cfg: DictConfig, plan: Plan, loggers: list) -> Signature:
         "dtype": settings.dtype,
         "settings": vars(settings),
     }
-    caches = {
-        part: build_cache(
-            net.views,
-            corpus.parts[part],
-            plan.run_dir / "cache" / part,
-            {**identity, "part": part},
-            settings,
-            device,
-        )
-        for part in ("probe_train", "probe_test")
-    }
-    fit, val, test = _position_sets(caches, corpus, offsets, cfg.probe.val_fraction)
+    parts = _probe_parts(cfg, net, corpus, identity, settings, offsets, plan.run_dir, device)
+    fit, val, test = _position_sets(parts, offsets, cfg.probe.val_fraction)
     # the same probe whether or not the base model was trained in this process
     L.seed_everything(cfg.seed, verbose=False)
     probe = MultiOffsetProbe(
@@ -83,8 +75,8 @@ def signature_stage(cfg: DictConfig, plan: Plan, loggers: list) -> Signature:
         len(offsets),
         len(corpus.vocab),
         instantiate(cfg.probe.optimizer),
-        caches["probe_train"].mean,
-        caches["probe_train"].cov,
+        parts["probe_train"].cache.mean,
+        parts["probe_train"].cache.cov,
     )
     stop = EarlyStopping(
         monitor="probe/val/best_xent_bits",
@@ -112,8 +104,9 @@ def signature_stage(cfg: DictConfig, plan: Plan, loggers: list) -> Signature:
         weights_only=True,
     )
     trainer.test(probe, position_loader(test, batch, shuffle=False), verbose=False)
-    chars = character_record(probe, test, corpus.vocab, cfg.probe.passage_chars, batch)
-    save_chars(plan.run_dir, chars)
+    if corpus.unit == "char":
+        chars = character_record(probe, test, corpus.vocab, cfg.probe.passage_chars, batch)
+        save_chars(plan.run_dir, chars)
 
     baseline = prior_baselines(targets_of(fit), targets_of(test), len(corpus.vocab))
     results = probe.test_results
@@ -129,8 +122,8 @@ def signature_stage(cfg: DictConfig, plan: Plan, loggers: list) -> Signature:
             "name": corpus.name,
             "unit": corpus.unit,
             "vocab": list(corpus.vocab),
-            "probe_train_tokens": len(corpus.parts["probe_train"]),
-            "probe_test_tokens": len(corpus.parts["probe_test"]),
+            "probe_train_tokens": len(parts["probe_train"].tokens),
+            "probe_test_tokens": len(parts["probe_test"].tokens),
             "source": dict(corpus.info),
         },
         probe={"kind": cfg.probe.kind, "epochs": trainer.current_epoch, "config": probe_cfg},
@@ -165,30 +158,79 @@ def signature_stage(cfg: DictConfig, plan: Plan, loggers: list) -> Signature:
     return signature
 
 
-def _position_sets(
-    caches: dict[str, StateCache], corpus: Corpus, offsets: list[int], val_fraction: float
-):
+@dataclass(frozen=True)
+class ProbePart:
+    """A probe part's cached states and the targets of its positions: tokens[anchor - k],
+    with anchor the position itself (token streams) or its current grapheme (speech frames)."""
+
+    cache: StateCache
+    tokens: np.ndarray
+    positions: np.ndarray  # positions whose target exists at every offset
+    anchors: np.ndarray | None = None  # per position, offset 0's index in tokens
+    blocks: np.ndarray | None = None  # per position, its utterance (None: one stream)
+
+    def batches(self, positions: np.ndarray, offsets: np.ndarray) -> PositionBatches:
+        return PositionBatches(self.cache.views, self.tokens, positions, offsets, self.anchors)
+
+
+def _probe_parts(cfg, net, corpus, identity, settings, offsets, run_dir, device):
+    """Extract the probe-train and probe-test parts once (a stream or utterance by utterance)."""
+    parts = {}
+    for part in ("probe_train", "probe_test"):
+        directory, part_identity = run_dir / "cache" / part, {**identity, "part": part}
+        if isinstance(corpus, SpeechCorpus):
+            cache, targets = build_frame_cache(
+                net,
+                corpus.parts[part],
+                corpus.sample_rate,
+                directory,
+                part_identity,
+                settings.segments,
+                settings.dtype,
+                device,
+            )
+            positions = targets.valid_positions(offsets)
+            parts[part] = ProbePart(
+                cache, targets.tokens, positions, targets.anchors, targets.first
+            )
+        else:
+            tokens = corpus.parts[part]
+            cache = build_cache(net.views, tokens, directory, part_identity, settings, device)
+            parts[part] = ProbePart(
+                cache, tokens, np.asarray(valid_positions(len(tokens), offsets))
+            )
+    return parts
+
+
+def _position_sets(parts: dict[str, ProbePart], offsets: list[int], val_fraction: float):
     """Probe fit / validation / test positions; validation is the tail block of probe-train,
-    separated from the fit block by a gap as wide as the offset range (no shared targets)."""
+    separated from the fit block so that no target is shared: by a gap as wide as the offset
+    range in a stream, at an utterance boundary for speech."""
     offs = np.asarray(offsets, dtype=np.int64)
-    train_positions = np.asarray(valid_positions(len(corpus.parts["probe_train"]), offsets))
+    train = parts["probe_train"]
+    train_positions = train.positions
     cut = int(len(train_positions) * (1 - val_fraction))
-    gap = max(abs(k) for k in offsets) + 1
-    fit_positions, val_positions = train_positions[: max(0, cut - gap)], train_positions[cut:]
+    if train.blocks is None:
+        gap = max(abs(k) for k in offsets) + 1
+        fit_positions = train_positions[: max(0, cut - gap)]
+    else:
+        blocks = train.blocks[train_positions]
+        boundaries = np.flatnonzero(blocks[1:] != blocks[:-1]) + 1
+        later = boundaries[boundaries >= cut]
+        cut = int(later[0]) if len(later) else len(train_positions)
+        fit_positions = train_positions[:cut]
+    val_positions = train_positions[cut:]
     if len(fit_positions) < 2 or len(val_positions) < 2:
         raise ConfigError(
             "the probe-train part is too short to split into fit and validation blocks: "
-            "enlarge data.split.probe_train or lower probe.max_offset"
+            "enlarge data.split.probe_train (or data.utterances.probe_train) or lower "
+            "probe.max_offset"
         )
-    test_positions = np.asarray(valid_positions(len(corpus.parts["probe_test"]), offsets))
-
-    def batches(part: str, positions: np.ndarray) -> PositionBatches:
-        return PositionBatches(caches[part].views, corpus.parts[part], positions, offs)
-
+    test = parts["probe_test"]
     return (
-        batches("probe_train", fit_positions),
-        batches("probe_train", val_positions),
-        batches("probe_test", test_positions),
+        train.batches(fit_positions, offs),
+        train.batches(val_positions, offs),
+        test.batches(test.positions, offs),
     )
 
 
