@@ -11,6 +11,7 @@ same code path as real data. Each part has its own speakers.
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -60,7 +61,7 @@ def synth_utterance(
             continue
         f1, f2 = table[grapheme]
         scale = speaker["formant_scale"]
-        seconds = rng.uniform(0.05, 0.1) * speaker["slowness"]
+        seconds = rng.uniform(0.07, 0.12) * speaker["slowness"]
         pieces.append(_event((f1 * scale, f2 * scale), speaker["pitch"], seconds, rate, rng))
     pieces.append(np.zeros(int(rate * rng.uniform(0.05, 0.12))))
     audio = np.concatenate(pieces)
@@ -91,6 +92,8 @@ def write_synth_corpus(
     marker = root / MARKER
     if marker.is_file() and json.loads(marker.read_text()) == settings:
         return
+    marker.unlink(missing_ok=True)
+    shutil.rmtree(root / "LibriSpeech", ignore_errors=True)  # another seed's or settings' files
     rng = np.random.default_rng(seed)
     # formant pairs on a grid, shuffled so neighbouring letters do not sound alike
     grid = [(f1, f2) for f1 in np.linspace(300, 900, 4) for f2 in np.linspace(1200, 3200, 5)]
@@ -107,7 +110,7 @@ def write_synth_corpus(
             speaker = {
                 "pitch": rng.uniform(90, 220),
                 "formant_scale": rng.uniform(0.92, 1.08),
-                "slowness": rng.uniform(0.85, 1.2),
+                "slowness": rng.uniform(0.9, 1.15),
                 "noise": rng.uniform(0.01, 0.05),
             }
             chapter = subset / str(speaker_id) / "1"
@@ -130,7 +133,7 @@ def synth_speech_corpus(
     letters: str,
     utterances: Mapping[str, int],
     speakers: Mapping[str, int],
-    words: tuple[int, int] = (3, 6),
+    words: tuple[int, int] = (2, 5),
     lexicon_size: int = 40,
     sample_rate: int = 16000,
     on_bad: str = "error",

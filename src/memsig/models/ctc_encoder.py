@@ -98,7 +98,7 @@ class CTCEncoder(nn.Module):
         if not self.bidirectional:  # padding at the end cannot reach earlier frames
             return rnn(x)[0]
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        return pad_packed_sequence(packed, batch_first=True, total_length=x.shape[1])[0]
+        return pad_packed_sequence(rnn(packed)[0], batch_first=True, total_length=x.shape[1])[0]
 
     def encode(self, feats: Tensor, lengths: Tensor) -> tuple[list[Tensor], list[Tensor]]:
         """Each layer's input and output sequence."""

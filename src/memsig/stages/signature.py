@@ -20,6 +20,7 @@ from memsig.chars import character_record, save_chars
 from memsig.data.speech import SpeechCorpus
 from memsig.errors import ConfigError
 from memsig.frame_cache import build_frame_cache
+from memsig.layers import write_layer_report
 from memsig.models.checkpoint import file_digest, load_base_checkpoint, restore_network
 from memsig.models.factorized import with_basis_ablations
 from memsig.plan import Plan, optional_list
@@ -154,6 +155,7 @@ def signature_stage(cfg: DictConfig, plan: Plan, loggers: list) -> Signature:
     figure = save_figure(signature_figure(signature), plan.run_dir / "signature.png")
     log_signature(loggers, signature, figure)
     write_basis_report(signature, plan.run_dir, loggers)
+    write_layer_report(signature, plan.run_dir, loggers)
     log.info("signature written to %s", plan.run_dir / "signature.json")
     return signature
 
