@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import lightning as L
+import torch
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
@@ -17,6 +18,8 @@ from memsig.tracking import build_loggers
 def run(cfg: DictConfig) -> Signature | None:
     """Run the configured stages; returns the signature when one was computed."""
     plan = prepare(cfg)
+    if cfg.get("threads"):
+        torch.set_num_threads(cfg.threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     write_text_atomic(plan.run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     loggers = build_loggers(cfg.get("logger"), OmegaConf.to_container(cfg, resolve=True))

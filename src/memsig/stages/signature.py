@@ -218,8 +218,8 @@ def _position_sets(parts: dict[str, ProbePart], offsets: list[int], val_fraction
     else:
         blocks = train.blocks[train_positions]
         boundaries = np.flatnonzero(blocks[1:] != blocks[:-1]) + 1
-        later = boundaries[boundaries >= cut]
-        cut = int(later[0]) if len(later) else len(train_positions)
+        if len(boundaries):  # the utterance boundary nearest to the asked-for cut
+            cut = int(boundaries[np.abs(boundaries - cut).argmin()])
         fit_positions = train_positions[:cut]
     val_positions = train_positions[cut:]
     if len(fit_positions) < 2 or len(val_positions) < 2:
