@@ -134,3 +134,15 @@ def test_reverse_padded_and_greedy_decoding():
     log_probs = planted(path)[None]
     assert greedy_decode(log_probs, torch.tensor([10]), BLANK) == [[0, 1, 1, 0]]
     assert greedy_decode(log_probs, torch.tensor([5]), BLANK) == [[0, 1]]
+
+
+def test_global_normalisation_uses_training_statistics():
+    mel = LogMel(16000, n_mels=10, normalise="global")
+    rng = torch.Generator().manual_seed(2)
+    waves = torch.randn(3, 4000, generator=rng) * torch.tensor([[0.1], [1.0], [3.0]])
+    lengths = torch.tensor([4000, 3000, 2000])
+    mel.fit_global([(waves[:2], lengths[:2]), (waves[2:], lengths[2:])])
+    feats, frames = mel(waves, lengths)
+    valid = feats[torch.arange(feats.shape[1])[None, :] < frames[:, None]]
+    torch.testing.assert_close(valid.mean(0), torch.zeros(10), atol=1e-4, rtol=0)
+    torch.testing.assert_close(valid.std(0, unbiased=False), torch.ones(10), atol=1e-4, rtol=0)
