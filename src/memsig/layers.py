@@ -16,10 +16,10 @@ LAYER_VIEW = re.compile(r"layer(\d+)\.[hc]$")
 
 
 def layer_views(signature: Signature) -> list[str]:
-    """input, layer1.h, layer1.c, ... in layer order, then logits (those the signature has)."""
+    """input, layer1.h, layer1.c, layer2.h, ..., then logits (those the signature has)."""
     layered = sorted(
         (v for v in signature.views if LAYER_VIEW.match(v)),
-        key=lambda v: (int(LAYER_VIEW.match(v).group(1)), v),
+        key=lambda v: (int(LAYER_VIEW.match(v).group(1)), v.endswith(".c")),
     )
     first = ["input"] if "input" in signature.views else []
     last = ["logits"] if "logits" in signature.views else []
