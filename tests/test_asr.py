@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import TINY_SPEECH, compose_config
 from memsig.errors import ConfigError
@@ -70,6 +71,7 @@ def test_speech_signature_counts_graphemes_per_layer(trained):
 def test_signature_stage_reuses_a_trained_encoder(trained, tmp_path):
     source, signature = trained
     ckpt = source / "run" / "checkpoints" / "base.ckpt"
+    threads = torch.get_num_threads()
     again = run(
         compose_config(
             tmp_path / "again",
@@ -77,6 +79,7 @@ def test_signature_stage_reuses_a_trained_encoder(trained, tmp_path):
             TINY_SPEECH,
         )
     )
+    assert torch.get_num_threads() == threads  # threads=1 holds for the run only
     assert again.model["metrics"] == signature.model["metrics"]
     assert again.offsets == signature.offsets
     loaded = Signature.load(tmp_path / "again" / "signature.json")

@@ -18,12 +18,12 @@ from memsig.tracking import build_loggers
 def run(cfg: DictConfig) -> Signature | None:
     """Run the configured stages; returns the signature when one was computed."""
     plan = prepare(cfg)
-    if cfg.get("threads"):
-        torch.set_num_threads(cfg.threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     write_text_atomic(plan.run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     loggers = build_loggers(cfg.get("logger"), OmegaConf.to_container(cfg, resolve=True))
     status = "failed"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.get("threads") or threads)
     try:
         if plan.stage in ("all", "base") and not plan.reuse_ckpt:
             train_base(cfg, plan, loggers)
@@ -34,6 +34,7 @@ def run(cfg: DictConfig) -> Signature | None:
         for logger in loggers:
             logger.finalize(status)
         _finish_wandb(loggers, status)
+        torch.set_num_threads(threads)  # the caller's setting, whatever this run asked for
 
 
 def _finish_wandb(loggers: list, status: str) -> None:

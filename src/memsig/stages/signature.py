@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -14,9 +15,11 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import EarlyStopping
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
 from memsig.bases import basis_divergence, write_basis_report
 from memsig.chars import character_record, save_chars
+from memsig.data.corpus import Corpus
 from memsig.data.speech import SpeechCorpus
 from memsig.errors import ConfigError
 from memsig.frame_cache import build_frame_cache
@@ -67,7 +70,7 @@ def signature_stage(cfg: DictConfig, plan: Plan, loggers: list) -> Signature:
         "dtype": settings.dtype,
         "settings": vars(settings),
     }
-    parts = _probe_parts(cfg, net, corpus, identity, settings, offsets, plan.run_dir, device)
+    parts = _probe_parts(net, corpus, identity, settings, offsets, plan.run_dir, device)
     fit, val, test = _position_sets(parts, offsets, cfg.probe.val_fraction)
     # the same probe whether or not the base model was trained in this process
     L.seed_everything(cfg.seed, verbose=False)
@@ -168,14 +171,22 @@ class ProbePart:
     cache: StateCache
     tokens: np.ndarray
     positions: np.ndarray  # positions whose target exists at every offset
-    anchors: np.ndarray | None = None  # per position, offset 0's index in tokens
-    blocks: np.ndarray | None = None  # per position, its utterance (None: one stream)
+    anchors: np.ndarray | None = None  # indexed by position: offset 0's index in tokens
+    blocks: np.ndarray | None = None  # indexed by position: its utterance (None: one stream)
 
     def batches(self, positions: np.ndarray, offsets: np.ndarray) -> PositionBatches:
         return PositionBatches(self.cache.views, self.tokens, positions, offsets, self.anchors)
 
 
-def _probe_parts(cfg, net, corpus, identity, settings, offsets, run_dir, device):
+def _probe_parts(
+    net: nn.Module,
+    corpus: Corpus | SpeechCorpus,
+    identity: dict,
+    settings: ExtractSettings,
+    offsets: list[int],
+    run_dir: Path,
+    device: torch.device,
+) -> dict[str, ProbePart]:
     """Extract the probe-train and probe-test parts once (a stream or utterance by utterance)."""
     parts = {}
     for part in ("probe_train", "probe_test"):
