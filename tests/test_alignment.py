@@ -146,3 +146,17 @@ def test_global_normalisation_uses_training_statistics():
     valid = feats[torch.arange(feats.shape[1])[None, :] < frames[:, None]]
     torch.testing.assert_close(valid.mean(0), torch.zeros(10), atol=1e-4, rtol=0)
     torch.testing.assert_close(valid.std(0, unbiased=False), torch.ones(10), atol=1e-4, rtol=0)
+
+
+def test_spec_augment_masks_in_training_only():
+    from memsig.data.features import SpecAugment
+
+    augment = SpecAugment(freq_masks=2, freq_width=8, time_masks=2, time_width=6)
+    feats = torch.randn(4, 50, 40) + 10.0  # no value is zero before masking
+    lengths = torch.full((4,), 50)
+    torch.manual_seed(0)
+    masked, same_lengths = augment.train()(feats, lengths)
+    assert same_lengths is lengths
+    assert (masked == 0).any() and (masked[masked != 0] == feats[masked != 0]).all()
+    unchanged, _ = augment.eval()(feats, lengths)
+    assert torch.equal(unchanged, feats)
