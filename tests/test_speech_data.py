@@ -78,6 +78,8 @@ def test_missing_root_and_subset_are_clear_errors(libri, tmp_path):
         librispeech_corpus(str(root), {**SUBSETS, "probe_test": "test-other"}, GRAPHEMES)
     with pytest.raises(ConfigError, match="data.subsets"):
         librispeech_corpus(str(root), {"train": "train-clean-100"}, GRAPHEMES)
+    with pytest.raises(ConfigError, match="data.sample_rate=0"):
+        librispeech_corpus(str(root), SUBSETS, GRAPHEMES, sample_rate=0)
 
 
 def _expect(root, kind, message):

@@ -39,8 +39,6 @@ CHECKS: dict[str, tuple[Callable[[object], bool], str, str]] = {
     "model.training.patience": (_non_negative_int, "an integer >= 0", "2"),
     "model.training.grad_clip": (_non_negative_number, "a number >= 0 (0 disables)", "1.0"),
     "model.optimizer.lr": (_positive_number, "a number > 0", "0.003"),
-    "model.training.workers": (_non_negative_int, "an integer >= 0", "0"),
-    "data.sample_rate": (_positive_int, "an integer >= 1 (Hz)", "16000"),
     "probe.batch_size": (_positive_int, "an integer >= 1", "1024"),
     "probe.max_epochs": (_positive_int, "an integer >= 1", "30"),
     "probe.patience": (_non_negative_int, "an integer >= 0", "2"),

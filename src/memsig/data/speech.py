@@ -191,6 +191,8 @@ def librispeech_corpus(
             f"data.subsets has keys {sorted(subsets)}: it needs exactly {', '.join(PARTS)} "
             "(e.g. data.subsets.probe_test=test-clean)"
         )
+    if not isinstance(sample_rate, int) or isinstance(sample_rate, bool) or sample_rate < 1:
+        raise ConfigError(f"data.sample_rate={sample_rate!r}: must be an integer >= 1 (e.g. 16000)")
     base = Path(root).expanduser()
     if not base.is_dir() and not download:
         raise MemsigError(
