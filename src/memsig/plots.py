@@ -39,8 +39,9 @@ def signature_figure(signature: Signature, title: str | None = None) -> plt.Figu
     info_ax.plot(
         xs, [baseline["prior_entropy_bits"][i] for i in order], "k--", lw=1, label="prior entropy"
     )
-    acc_ax.set(xlabel="offset k (steps back; < 0 ahead)", ylabel="probe accuracy", ylim=(0, 1.02))
-    info_ax.set(xlabel="offset k (steps back; < 0 ahead)", ylabel="information (bits)")
+    xlabel = f"offset k ({signature.data.get('unit', 'step')}s back; < 0 ahead)"
+    acc_ax.set(xlabel=xlabel, ylabel="probe accuracy", ylim=(0, 1.02))
+    info_ax.set(xlabel=xlabel, ylabel="information (bits)")
     info_ax.set_ylim(bottom=min(0.0, info_ax.get_ylim()[0]))
     for ax in (acc_ax, info_ax):
         ax.grid(alpha=0.3)
