@@ -34,13 +34,37 @@ TINY = [
 TINY_MARKOV = ["data.order=2", "data.vocab_size=6", "data.branching=4", "data.num_chars=40000"]
 
 
-def compose_config(output_dir: Path, overrides: list[str] = ()) -> DictConfig:
-    """The project's config with TINY sizes, writing into output_dir, plus overrides."""
-    data = [] if any(o.startswith("data=") for o in overrides) else TINY_MARKOV
+# The speech experiment shrunk: a few seconds of synthetic audio, a small encoder, few epochs.
+TINY_SPEECH = [
+    "experiment=asr_layers",
+    "model.layers=2",
+    "model.hidden=32",
+    "model.training.batch_size=8",
+    "model.training.max_epochs=2",
+    "model.optimizer.lr=0.01",
+    "data.letters=abcd",
+    "data.lexicon_size=6",
+    "data.words=[2,3]",
+    "data.utterances={train: 16, val: 4, probe_train: 10, probe_test: 4}",
+    "data.speakers={train: 2, val: 1, probe_train: 1, probe_test: 1}",
+    "probe.max_offset=2",
+    "probe.batch_size=256",
+    "probe.max_epochs=2",
+    "trainer.enable_progress_bar=false",
+    "logger=none",
+]
+
+
+def compose_config(
+    output_dir: Path, overrides: list[str] = (), tiny: list[str] = TINY
+) -> DictConfig:
+    """The project's config with `tiny` sizes, writing into output_dir, plus overrides."""
+    data = [] if any(o.startswith("data=") for o in [*tiny, *overrides]) else TINY_MARKOV
+    data = data if tiny is TINY else []
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose(
             config_name="config",
-            overrides=[*TINY, *data, f"paths.output_dir={output_dir}", *overrides],
+            overrides=[*tiny, *data, f"paths.output_dir={output_dir}", *overrides],
         )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import lightning as L
+import torch
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
@@ -21,6 +22,8 @@ def run(cfg: DictConfig) -> Signature | None:
     write_text_atomic(plan.run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     loggers = build_loggers(cfg.get("logger"), OmegaConf.to_container(cfg, resolve=True))
     status = "failed"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.get("threads") or threads)
     try:
         if plan.stage in ("all", "base") and not plan.reuse_ckpt:
             train_base(cfg, plan, loggers)
@@ -29,6 +32,7 @@ def run(cfg: DictConfig) -> Signature | None:
         return signature
     finally:
         finish_loggers(loggers, status)
+        torch.set_num_threads(threads)  # the caller's setting, whatever this run asked for
 
 
 def finish_loggers(loggers: list, status: str) -> None:

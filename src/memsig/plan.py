@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from memsig.config import build
 from memsig.data.corpus import Corpus
+from memsig.data.speech import SpeechCorpus
 from memsig.errors import ConfigError
 from memsig.models.checkpoint import build_network, load_base_checkpoint, restore_network
 from memsig.models.factorized import with_basis_ablations
@@ -28,7 +29,7 @@ class Plan:
     """Everything checked before any work starts."""
 
     run_dir: Path
-    corpus: Corpus
+    corpus: Corpus | SpeechCorpus
     stage: str
     base_ckpt: Path
     reuse_ckpt: bool
@@ -46,7 +47,7 @@ def prepare(cfg: DictConfig) -> Plan:
         OmegaConf.to_container(cfg.probe.offsets) if cfg.probe.offsets is not None else None,
         cfg.probe.max_offset,
     )
-    corpus: Corpus = build(cfg.data)
+    corpus: Corpus | SpeechCorpus = build(cfg.data)
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     if cfg.base_ckpt is not None:
         base_ckpt, reuse = Path(cfg.base_ckpt).expanduser().resolve(), True
@@ -83,6 +84,9 @@ def prepare(cfg: DictConfig) -> Plan:
     ablate = cfg.probe.get("ablate_bases", False)
     probe_views(with_basis_ablations(net, ablate).view_dims, optional_list(cfg.probe.views))
     check_orders(cfg.probe.reference_orders, len(corpus.vocab))
+    if isinstance(corpus, SpeechCorpus):
+        check_speech_probe(corpus, offsets, cfg.probe.reference_orders)
+        return Plan(run_dir, corpus, cfg.stage, base_ckpt, reuse, offsets)
     for part in ("probe_train", "probe_test"):
         if len(valid_positions(len(corpus.parts[part]), offsets)) < 2:
             raise ConfigError(
@@ -106,6 +110,23 @@ def _check_reliability_options(cfg: DictConfig, corpus: Corpus, offsets: list[in
     if cfg.probe.get("mdl"):
         train_positions = len(valid_positions(len(corpus.parts["probe_train"]), offsets))
         block_ends(int(train_positions * (1 - cfg.probe.val_fraction)), cfg.probe.mdl_schedule)
+
+
+def check_speech_probe(corpus: SpeechCorpus, offsets: list[int], reference_orders) -> None:
+    """Offsets count graphemes inside an utterance: some transcript must span them all."""
+    if reference_orders:
+        raise ConfigError(
+            "probe.reference_orders reads a character stream; speech corpora have none: "
+            "set probe.reference_orders=[]"
+        )
+    span = max(0, max(offsets)) + max(0, -min(offsets)) + 1
+    for part in ("probe_train", "probe_test"):
+        longest = max(len(u.tokens) for u in corpus.parts[part])
+        if longest < span:
+            raise ConfigError(
+                f"offsets {min(offsets)}..{max(offsets)} need transcripts of {span} graphemes, "
+                f"but the longest in the {part} part has {longest}: lower probe.max_offset"
+            )
 
 
 def optional_list(value) -> list | None:

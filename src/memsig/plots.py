@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import matplotlib
@@ -66,8 +67,9 @@ def signature_figure(signature: Signature, title: str | None = None) -> plt.Figu
     info_ax.plot(
         xs, [baseline["prior_entropy_bits"][i] for i in order], "k--", lw=1, label="prior entropy"
     )
-    acc_ax.set(xlabel="offset k (steps back; < 0 ahead)", ylabel="probe accuracy", ylim=(0, 1.02))
-    info_ax.set(xlabel="offset k (steps back; < 0 ahead)", ylabel="information (bits)")
+    xlabel = f"offset k ({signature.data.get('unit', 'step')}s back; < 0 ahead)"
+    acc_ax.set(xlabel=xlabel, ylabel="probe accuracy", ylim=(0, 1.02))
+    info_ax.set(xlabel=xlabel, ylabel="information (bits)")
     info_ax.set_ylim(bottom=min(0.0, info_ax.get_ylim()[0]))
     for ax in (acc_ax, info_ax):
         ax.grid(alpha=0.3)
@@ -174,3 +176,34 @@ def training_heatmap(steps: Sequence[int], offsets: Sequence[int], info: dict) -
     fig.suptitle("memory forming during training")
     fig.tight_layout()
     return fig
+
+
+def layer_heatmap_figure(signature: Signature, views: Sequence[str]) -> plt.Figure:
+    """Views (rows, input to output) x offsets (columns): probe accuracy and information."""
+    offsets = signature.offsets
+    order = sorted(range(len(offsets)), key=lambda i: offsets[i])
+    fig, axes = plt.subplots(1, 2, figsize=(12, 0.45 * len(views) + 2.2))
+    for ax, metric, label in (
+        (axes[0], "accuracy", "probe accuracy"),
+        (axes[1], "info_bits", "information (bits)"),
+    ):
+        grid = np.array([[getattr(signature.views[v], metric)[i] for i in order] for v in views])
+        image = ax.imshow(grid, cmap="viridis", aspect="auto", vmin=min(0.0, grid.min()))
+        for (row, col), value in np.ndenumerate(grid):
+            shade = "black" if value > grid.max() * 0.6 else "white"
+            ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=7, color=shade)
+        ax.set_xticks(range(len(order)), [offsets[i] for i in order])
+        ax.set_yticks(range(len(views)), views)
+        ax.set(xlabel=f"offset k ({signature.data.get('unit')}s back; < 0 ahead)", title=label)
+        fig.colorbar(image, ax=ax, fraction=0.046)
+    model, data = signature.model, signature.data
+    fig.suptitle(f"history by layer: {model.get('name')} on {data.get('name')}")
+    fig.tight_layout()
+    return fig
+
+
+def layer_curves_figure(signature: Signature, views: Sequence[str]) -> plt.Figure:
+    """The signature figure restricted to `views` (one curve per layer)."""
+    subset = replace(signature, views={v: signature.views[v] for v in views}, extra={})
+    model, data = signature.model, signature.data
+    return signature_figure(subset, f"per-layer curves: {model.get('name')} on {data.get('name')}")

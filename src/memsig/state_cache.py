@@ -96,6 +96,57 @@ def check_free_space(directory: Path, needed: int, margin: float = 1.1) -> None:
         )
 
 
+class CacheWriter:
+    """Memory-mapped view files of `length` rows, filled by position, with running moments.
+
+    Used by every extractor: :meth:`write` stores kept states, :meth:`finish` saves the moments
+    and then the manifest (last, so an interrupted extraction is never mistaken for a cache).
+    """
+
+    def __init__(
+        self, directory: Path, view_dims: Mapping[str, int], length: int, dtype: str
+    ) -> None:
+        if directory.exists():
+            shutil.rmtree(directory)
+        directory.mkdir(parents=True)
+        check_free_space(directory, length * sum(view_dims.values()) * np.dtype(dtype).itemsize)
+        self.directory, self.length = directory, length
+        self.out = {
+            v: np.lib.format.open_memmap(
+                _file(directory, v), mode="w+", dtype=dtype, shape=(length, d)
+            )
+            for v, d in view_dims.items()
+        }
+        self.total = {v: np.zeros(d) for v, d in view_dims.items()}
+        self.total_outer = {v: np.zeros((d, d)) for v, d in view_dims.items()}
+
+    def write(self, positions: np.ndarray, views: Mapping[str, torch.Tensor]) -> None:
+        """Store views[v] (rows in the order of `positions`) and add them to the moments."""
+        for v in self.out:
+            values = views[v].float()
+            if not torch.isfinite(values).all():
+                raise NumericalError(
+                    f"view {v} holds NaN or inf near position {int(positions[0])}: the model "
+                    "is numerically broken; retrain it with a lower learning rate"
+                )
+            self.out[v][positions] = values.cpu().numpy()
+            wide = values.double()
+            self.total[v] += wide.sum(0).cpu().numpy()
+            self.total_outer[v] += (wide.T @ wide).cpu().numpy()
+
+    def finish(self, identity: Mapping) -> StateCache:
+        for v, array in self.out.items():
+            array.flush()
+            mean = self.total[v] / self.length
+            cov = self.total_outer[v] / self.length - np.outer(mean, mean)
+            np.savez(_moments_file(self.directory, v), mean=mean, cov=cov)
+        self.out.clear()
+        write_json_atomic(self.directory / MANIFEST, {"identity": identity})
+        cached = open_cache(self.directory, identity)
+        assert cached is not None
+        return cached
+
+
 @torch.no_grad()
 def build_cache(
     states_fn: StatesFn,
@@ -109,27 +160,13 @@ def build_cache(
     cached = open_cache(directory, identity)
     if cached is not None:
         return cached
-    if directory.exists():
-        shutil.rmtree(directory)
-    directory.mkdir(parents=True)
     view_dims: Mapping[str, int] = identity["views"]
     length = len(tokens)
-    check_free_space(
-        directory, length * sum(view_dims.values()) * np.dtype(settings.dtype).itemsize
-    )
+    writer = CacheWriter(directory, view_dims, length, settings.dtype)
     first, warm, keep = _row_layout(length, settings.segments, settings.burn_in)
     steps = int((warm + keep).max())
     index = np.minimum(first[:, None] + np.arange(steps)[None, :], length - 1)
     row_tokens = torch.as_tensor(np.asarray(tokens, dtype=np.int64)[index], device=device)
-
-    out = {
-        v: np.lib.format.open_memmap(
-            _file(directory, v), mode="w+", dtype=settings.dtype, shape=(length, d)
-        )
-        for v, d in view_dims.items()
-    }
-    total = {v: np.zeros(d) for v, d in view_dims.items()}
-    total_outer = {v: np.zeros((d, d)) for v, d in view_dims.items()}
     state = None
     for lo in range(0, steps, settings.chunk):
         hi = min(lo + settings.chunk, steps)
@@ -138,46 +175,6 @@ def build_cache(
         kept = (step >= warm[:, None]) & (step < (warm + keep)[:, None])  # [rows, steps]
         positions = (first[:, None] + step)[kept]
         mask = torch.as_tensor(kept, device=row_tokens.device)
-        for v in view_dims:
-            values = views[v][mask].float()  # kept states, row-major like `positions`
-            if not torch.isfinite(values).all():
-                raise NumericalError(
-                    f"view {v} holds NaN or inf near position {int(positions[0])}: the model "
-                    "is numerically broken; retrain it with a lower learning rate"
-                )
-            out[v][positions] = values.cpu().numpy()
-            wide = values.double()
-            total[v] += wide.sum(0).cpu().numpy()
-            total_outer[v] += (wide.T @ wide).cpu().numpy()
-    for v, array in out.items():
-        array.flush()
-        mean = total[v] / length
-        cov = total_outer[v] / length - np.outer(mean, mean)
-        np.savez(_moments_file(directory, v), mean=mean, cov=cov)
-    del out
-    write_json_atomic(directory / MANIFEST, {"identity": identity})
-    cached = open_cache(directory, identity)
-    assert cached is not None
-    return cached
-
-
-def probe_caches(
-    states_fn: StatesFn,
-    parts: Mapping[str, np.ndarray],
-    directory: Path,
-    identity: Mapping,
-    settings: ExtractSettings,
-    device: torch.device | str = "cpu",
-) -> dict[str, StateCache]:
-    """The probe_train and probe_test caches of one network under `directory`."""
-    return {
-        part: build_cache(
-            states_fn,
-            parts[part],
-            directory / part,
-            {**identity, "part": part},
-            settings,
-            device,
-        )
-        for part in ("probe_train", "probe_test")
-    }
+        # kept states, row-major like `positions`
+        writer.write(positions, {v: views[v][mask] for v in view_dims})
+    return writer.finish(identity)

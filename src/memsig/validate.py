@@ -42,6 +42,7 @@ PROBE_KINDS = ("linear", "mlp", "ridge")
 # key -> (test, what it must be, an example); keys absent from a config are skipped.
 CHECKS: dict[str, tuple[Callable[[object], bool], str, str]] = {
     "seed": (_non_negative_int, "an integer >= 0", "seed=0"),
+    "threads": (lambda v: v is None or _positive_int(v), "null or an integer >= 1", "threads=1"),
     "model.training.batch_size": (_positive_int, "an integer >= 1", "32"),
     "model.training.bptt": (_positive_int, "an integer >= 1", "64"),
     "model.training.max_epochs": (_positive_int, "an integer >= 1", "40"),

@@ -26,6 +26,4 @@ def control_labels(train_targets: np.ndarray, num_classes: int, seed: int) -> np
 
 def relabelled(dataset: PositionBatches, labels: np.ndarray) -> PositionBatches:
     """The same positions and states, with control targets."""
-    return PositionBatches(
-        dataset.views, dataset.tokens, dataset.positions, dataset.offsets, labels
-    )
+    return dataset.replaced(labels=labels)

@@ -14,8 +14,10 @@ from memsig.probes.offsets import offset_targets
 class PositionBatches(Dataset):
     """Index with a list of positions; returns ({view: [b, D]}, targets [b, offsets]).
 
-    With `labels` ([offsets, symbols]), offset j's target x_{t-k} becomes labels[j, x_{t-k}]:
-    a relabelling of the same index shifts (the control tasks)."""
+    The target of position t at offset k is tokens[anchor(t) - k], where anchor(t) is t itself
+    (a token stream) or anchors[t] (a frame's current grapheme, for speech). With `labels`
+    ([offsets, symbols]), offset j's target x becomes labels[j, x]: a relabelling of the same
+    index shifts (the control tasks)."""
 
     def __init__(
         self,
@@ -23,17 +25,35 @@ class PositionBatches(Dataset):
         tokens: np.ndarray,
         positions: np.ndarray,
         offsets: np.ndarray,
+        anchors: np.ndarray | None = None,
         labels: np.ndarray | None = None,
     ) -> None:
         self.views = views
         self.tokens = np.asarray(tokens, dtype=np.int64)
         self.positions = positions
         self.offsets = offsets
+        self.anchors = anchors
         self.labels = labels
+
+    def replaced(self, **changes) -> PositionBatches:
+        """The same batches with some of their fields changed (positions, labels, ...)."""
+        fields = {
+            "views": self.views,
+            "tokens": self.tokens,
+            "positions": self.positions,
+            "offsets": self.offsets,
+            "anchors": self.anchors,
+            "labels": self.labels,
+        }
+        return PositionBatches(**{**fields, **changes})
+
+    def anchor(self, positions: np.ndarray) -> np.ndarray:
+        """Where in `tokens` offset 0 of each position points."""
+        return positions if self.anchors is None else self.anchors[positions]
 
     def targets(self, positions: np.ndarray) -> np.ndarray:
         """Targets [len(positions), offsets] (relabelled when the dataset has labels)."""
-        symbols = offset_targets(self.tokens, positions, self.offsets)
+        symbols = offset_targets(self.tokens, self.anchor(positions), self.offsets)
         if self.labels is None:
             return symbols
         return np.take_along_axis(self.labels.T, symbols, axis=0)

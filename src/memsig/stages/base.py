@@ -5,9 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from memsig.data.streams import stream_loader
@@ -15,8 +13,8 @@ from memsig.models.char_lm import CharLM
 from memsig.models.checkpoint import build_network, save_base_checkpoint
 from memsig.models.ngram import bits_per_char
 from memsig.plan import Plan, optional_list
-from memsig.resume import ResumeCheckpoint, resume_point
-from memsig.stages.trainer import make_trainer
+from memsig.stages.ctc import train_ctc
+from memsig.stages.trainer import fit_best
 from memsig.state_cache import ExtractSettings
 from memsig.training_signature import SignatureDuringTraining
 
@@ -27,58 +25,42 @@ def train_base(cfg: DictConfig, plan: Plan, loggers: list) -> Path:
     """Train the base LM until validation bits per character stop improving; save base.ckpt."""
     if cfg.model.get("fit") == "counts":
         return fit_by_counting(cfg, plan, loggers)
+    if cfg.model.get("task") == "ctc":
+        return train_ctc(cfg, plan, loggers)
     corpus, training = plan.corpus, cfg.model.training
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     net = build_network(model_cfg, len(corpus.vocab))
     lm = CharLM(net, instantiate(cfg.model.optimizer), list(corpus.vocab), corpus.unit)
-    checkpoints = plan.run_dir / "checkpoints" / "lightning"
-    best = ModelCheckpoint(
-        dirpath=checkpoints,
-        filename="best",
-        monitor="val/bpc",
-        mode="min",
-    )
-    stop = EarlyStopping(
-        monitor="val/bpc", mode="min", patience=training.patience, min_delta=training.min_delta
-    )
-    callbacks = [best, stop, ResumeCheckpoint(checkpoints)]
-    during = cfg.probe.get("during_training")
-    if during is not None and during.every_n_steps:
-        callbacks.append(
-            SignatureDuringTraining(
-                corpus,
-                plan.offsets,
-                optional_list(cfg.probe.views),
-                during.every_n_steps,
-                during.chars,
-                plan.run_dir,
-                loggers,
-                ExtractSettings(**cfg.probe.extract),
-                cfg.probe.batch_size,
-            )
-        )
-    trainer = make_trainer(
-        cfg,
-        loggers,
-        max_epochs=training.max_epochs,
-        callbacks=callbacks,
-        gradient_clip_val=training.grad_clip,
-    )
-    trainer.fit(
-        lm,
-        stream_loader(corpus.parts["train"], training.batch_size, training.bptt),
-        stream_loader(corpus.parts["val"], training.batch_size, training.bptt),
-        ckpt_path=resume_point(checkpoints, cfg.resume),
-        weights_only=True,
-    )
-    state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
-    lm.load_state_dict(state)
-    metrics = {"val/bpc": float(best.best_model_score)}
+    train = stream_loader(corpus.parts["train"], training.batch_size, training.bptt)
+    val = stream_loader(corpus.parts["val"], training.batch_size, training.bptt)
+    callbacks = _signatures_during_training(cfg, plan, loggers)
+    score = fit_best(cfg, plan, loggers, lm, train, val, "val/bpc", callbacks)
+    metrics = {"val/bpc": score}
     save_base_checkpoint(
         plan.base_ckpt, lm.net, model_cfg, list(corpus.vocab), corpus.unit, metrics
     )
     log.info("base model: val/bpc %.4f, saved %s", metrics["val/bpc"], plan.base_ckpt)
     return plan.base_ckpt
+
+
+def _signatures_during_training(cfg: DictConfig, plan: Plan, loggers: list) -> list:
+    """The callback that computes small signatures while the model trains, when asked."""
+    during = cfg.probe.get("during_training")
+    if during is None or not during.every_n_steps:
+        return []
+    return [
+        SignatureDuringTraining(
+            plan.corpus,
+            plan.offsets,
+            optional_list(cfg.probe.views),
+            during.every_n_steps,
+            during.chars,
+            plan.run_dir,
+            loggers,
+            ExtractSettings(**cfg.probe.extract),
+            cfg.probe.batch_size,
+        )
+    ]
 
 
 def fit_by_counting(cfg: DictConfig, plan: Plan, loggers: list) -> Path:

@@ -15,12 +15,19 @@ from memsig.reliability import bootstrap_intervals
 from memsig.signature import Signature
 
 
-def test_documents(cfg: DictConfig, test: PositionBatches) -> np.ndarray | None:
-    """The bootstrap document of every test position (None when intervals are off)."""
+def test_documents(
+    cfg: DictConfig, test: PositionBatches, utterances: np.ndarray | None = None
+) -> np.ndarray | None:
+    """The bootstrap document of every test position (None when intervals are off): its
+    utterance where the part has them (`utterances`, indexed by position), else its block of
+    probe.bootstrap.block_chars characters."""
     boot = cfg.probe.bootstrap
     if not boot.resamples:
         return None
-    documents = document_ids(test.positions, boot.block_chars)
+    if utterances is not None:
+        _, documents = np.unique(utterances[test.positions], return_inverse=True)
+    else:
+        documents = document_ids(test.positions, boot.block_chars)
     check_documents(int(documents.max()) + 1, boot.block_chars, len(test.tokens))
     return documents
 

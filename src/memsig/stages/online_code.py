@@ -22,8 +22,7 @@ def online_code(
     sizes, xents = [], []
     for i, (start, stop) in enumerate(zip(ends, ends[1:], strict=False)):
         seen, coded = (
-            PositionBatches(fit.views, fit.tokens, fit.positions[a:b], fit.offsets)
-            for a, b in ((0, start), (start, stop))
+            fit.replaced(positions=fit.positions[a:b]) for a, b in ((0, start), (start, stop))
         )
         run = fit_and_test(setup, (seen, val, coded), [*key, "mdl", i])
         sizes.append(stop - start)

@@ -6,31 +6,29 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from memsig.bases import basis_divergence, write_basis_report
 from memsig.chars import character_record, save_chars
-from memsig.data.corpus import Corpus
-from memsig.errors import ConfigError
+from memsig.layers import write_layer_report
 from memsig.models.checkpoint import file_digest, load_base_checkpoint, restore_network
 from memsig.models.factorized import with_basis_ablations
 from memsig.plan import Plan, optional_list
 from memsig.plots import save_figure, signature_figure
 from memsig.probes.baselines import prior_baselines
 from memsig.probes.factory import ProbeSetup, fit_and_test
-from memsig.probes.loader import PositionBatches, targets_of
+from memsig.probes.loader import targets_of
 from memsig.probes.local_context import local_context_reference
 from memsig.probes.multi_offset import probe_views
-from memsig.probes.offsets import valid_positions
 from memsig.reliability import summarise
 from memsig.signature import Signature, view_scores
 from memsig.stages.control_task import control_task
 from memsig.stages.intervals import intervals_record, test_documents
 from memsig.stages.online_code import online_code
+from memsig.stages.probe_parts import position_sets, probe_parts
 from memsig.stages.untrained import untrained_signature
-from memsig.state_cache import ExtractSettings, StateCache, probe_caches
+from memsig.state_cache import ExtractSettings
 from memsig.tracking import log_signature
 
 log = logging.getLogger(__name__)
@@ -64,20 +62,19 @@ def signature_stage(cfg: DictConfig, plan: Plan, loggers: list) -> Signature:
         "dtype": settings.dtype,
         "settings": vars(settings),
     }
-    caches = probe_caches(
-        net.views, corpus.parts, plan.run_dir / "cache", identity, settings, device
-    )
-    sets = _position_sets(caches, corpus, offsets, cfg.probe.val_fraction)
+    parts = probe_parts(net, corpus, identity, settings, offsets, plan.run_dir / "cache", device)
+    sets = position_sets(parts, offsets, cfg.probe.val_fraction)
     fit, val, test = sets
     num_classes = len(corpus.vocab)
-    setup = ProbeSetup(cfg, plan.run_dir, views, num_classes, caches["probe_train"], device)
-    documents = test_documents(cfg, test)
+    setup = ProbeSetup(cfg, plan.run_dir, views, num_classes, parts["probe_train"].cache, device)
+    documents = test_documents(cfg, test, parts["probe_test"].blocks)
     probe_key = [identity, probe_cfg, offsets]
     fitted = fit_and_test(setup, sets, probe_key, loggers, documents)
-    chars = character_record(
-        fitted.probe, test, corpus.vocab, cfg.probe.passage_chars, cfg.probe.batch_size
-    )
-    save_chars(plan.run_dir, chars)
+    if corpus.unit == "char":
+        chars = character_record(
+            fitted.probe, test, corpus.vocab, cfg.probe.passage_chars, cfg.probe.batch_size
+        )
+        save_chars(plan.run_dir, chars)
 
     baseline = prior_baselines(targets_of(fit), targets_of(test), num_classes)
     signature = Signature(
@@ -92,8 +89,8 @@ def signature_stage(cfg: DictConfig, plan: Plan, loggers: list) -> Signature:
             "name": corpus.name,
             "unit": corpus.unit,
             "vocab": list(corpus.vocab),
-            "probe_train_tokens": len(corpus.parts["probe_train"]),
-            "probe_test_tokens": len(corpus.parts["probe_test"]),
+            "probe_train_tokens": len(parts["probe_train"].tokens),
+            "probe_test_tokens": len(parts["probe_test"].tokens),
             "source": dict(corpus.info),
         },
         probe={
@@ -113,7 +110,7 @@ def signature_stage(cfg: DictConfig, plan: Plan, loggers: list) -> Signature:
         )
     if cfg.probe.untrained_baseline:
         signature.extra["untrained"] = untrained_signature(
-            setup, plan, payload, identity, sets, signature
+            setup, plan, payload, identity, signature
         )
     if cfg.probe.mdl:
         signature.extra["mdl"] = online_code(setup, (fit, val), probe_key)
@@ -136,35 +133,9 @@ def signature_stage(cfg: DictConfig, plan: Plan, loggers: list) -> Signature:
     figure = save_figure(signature_figure(signature), plan.run_dir / "signature.png")
     log_signature(loggers, signature, figure)
     write_basis_report(signature, plan.run_dir, loggers)
+    write_layer_report(signature, plan.run_dir, loggers)
     log.info("signature written to %s", plan.run_dir / "signature.json")
     return signature
-
-
-def _position_sets(
-    caches: dict[str, StateCache], corpus: Corpus, offsets: list[int], val_fraction: float
-):
-    """Probe fit / validation / test positions; validation is the tail block of probe-train,
-    separated from the fit block by a gap as wide as the offset range (no shared targets)."""
-    offs = np.asarray(offsets, dtype=np.int64)
-    train_positions = np.asarray(valid_positions(len(corpus.parts["probe_train"]), offsets))
-    cut = int(len(train_positions) * (1 - val_fraction))
-    gap = max(abs(k) for k in offsets) + 1
-    fit_positions, val_positions = train_positions[: max(0, cut - gap)], train_positions[cut:]
-    if len(fit_positions) < 2 or len(val_positions) < 2:
-        raise ConfigError(
-            "the probe-train part is too short to split into fit and validation blocks: "
-            "enlarge data.split.probe_train or lower probe.max_offset"
-        )
-    test_positions = np.asarray(valid_positions(len(corpus.parts["probe_test"]), offsets))
-
-    def batches(part: str, positions: np.ndarray) -> PositionBatches:
-        return PositionBatches(caches[part].views, corpus.parts[part], positions, offs)
-
-    return (
-        batches("probe_train", fit_positions),
-        batches("probe_train", val_positions),
-        batches("probe_test", test_positions),
-    )
 
 
 def _extraction_device(cfg: DictConfig) -> torch.device:

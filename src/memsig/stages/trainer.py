@@ -1,9 +1,16 @@
-"""The Lightning Trainer both stages use, built from the `trainer` config group."""
+"""The Lightning Trainer both stages use, built from the `trainer` config group, and the fit
+loop every trained base model shares (best checkpoint, early stopping, resume)."""
 
 from __future__ import annotations
 
 import lightning as L
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
+
+from memsig.plan import Plan
+from memsig.resume import ResumeCheckpoint, resume_point
 
 
 def make_trainer(cfg: DictConfig, loggers: list, **overrides) -> L.Trainer:
@@ -11,3 +18,37 @@ def make_trainer(cfg: DictConfig, loggers: list, **overrides) -> L.Trainer:
     settings = OmegaConf.to_container(cfg.trainer, resolve=True)
     settings.update(overrides)
     return L.Trainer(logger=loggers or False, default_root_dir=cfg.paths.output_dir, **settings)
+
+
+def fit_best(
+    cfg: DictConfig,
+    plan: Plan,
+    loggers: list,
+    system: L.LightningModule,
+    train: DataLoader,
+    val: DataLoader,
+    monitor: str,
+    callbacks: list | None = None,
+) -> float:
+    """Train until `monitor` (lower is better) stops improving by model.training.min_delta for
+    model.training.patience epochs; load the best epoch's weights and return its score.
+    `callbacks` run alongside the loop's own (best checkpoint, early stopping, resume)."""
+    training = cfg.model.training
+    checkpoints = plan.run_dir / "checkpoints" / "lightning"
+    best = ModelCheckpoint(dirpath=checkpoints, filename="best", monitor=monitor, mode="min")
+    stop = EarlyStopping(
+        monitor=monitor, mode="min", patience=training.patience, min_delta=training.min_delta
+    )
+    trainer = make_trainer(
+        cfg,
+        loggers,
+        max_epochs=training.max_epochs,
+        callbacks=[best, stop, ResumeCheckpoint(checkpoints), *(callbacks or [])],
+        gradient_clip_val=training.grad_clip,
+    )
+    trainer.fit(
+        system, train, val, ckpt_path=resume_point(checkpoints, cfg.resume), weights_only=True
+    )
+    state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
+    system.load_state_dict(state)
+    return float(best.best_model_score)

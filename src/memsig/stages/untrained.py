@@ -10,11 +10,11 @@ import lightning as L
 from memsig.models.checkpoint import build_network
 from memsig.models.factorized import with_basis_ablations
 from memsig.plan import Plan
-from memsig.probes.factory import ProbeSetup, Sets, fit_and_test
-from memsig.probes.loader import PositionBatches
+from memsig.probes.factory import ProbeSetup, fit_and_test
 from memsig.reliability import summarise
 from memsig.signature import Signature, view_scores
-from memsig.state_cache import ExtractSettings, probe_caches
+from memsig.stages.probe_parts import position_sets, probe_parts
+from memsig.state_cache import ExtractSettings
 
 
 def untrained_signature(
@@ -22,7 +22,6 @@ def untrained_signature(
     plan: Plan,
     payload: dict,
     identity: dict,
-    sets: Sets,
     trained: Signature,
 ) -> dict:
     """Probe the network initialised as base training initialises it (from `seed`); its own
@@ -38,22 +37,19 @@ def untrained_signature(
         "checkpoint_sha256": f"untrained-seed{cfg.seed}",
         "model": payload["model"],
     }
-    caches = probe_caches(
-        net.views,
-        plan.corpus.parts,
-        plan.run_dir / "cache" / "untrained",
+    parts = probe_parts(
+        net,
+        plan.corpus,
         identity,
         ExtractSettings(**cfg.probe.extract),
+        trained.offsets,
+        plan.run_dir / "cache" / "untrained",
         setup.device,
     )
-    parts = ("probe_train", "probe_train", "probe_test")
-    moved = tuple(
-        PositionBatches(caches[part].views, d.tokens, d.positions, d.offsets)
-        for part, d in zip(parts, sets, strict=True)
-    )
-    untrained_setup = dataclasses.replace(setup, moments=caches["probe_train"])
+    sets = position_sets(parts, trained.offsets, cfg.probe.val_fraction)
+    untrained_setup = dataclasses.replace(setup, moments=parts["probe_train"].cache)
     run = fit_and_test(
-        untrained_setup, moved, [identity, trained.probe["config"], trained.offsets, "untrained"]
+        untrained_setup, sets, [identity, trained.probe["config"], trained.offsets, "untrained"]
     )
     signature = Signature(
         model={**trained.model, "name": f"{trained.model['name']} (untrained)", "metrics": {}},

@@ -1,0 +1,80 @@
+"""Run a frozen speech encoder once over a part's utterances: every view per frame into
+memory-mapped files, and each frame's grapheme targets from CTC forced alignment.
+
+Utterances are read in corpus order, `batch` at a time; utterance u's frames are rows
+``start_u .. start_u + frames_u - 1`` of every view. Peak memory is one batch of states.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from memsig.data.features import frame_mask
+from memsig.data.speech import Utterance
+from memsig.data.utterances import utterance_loader
+from memsig.models.ctc_encoder import CTCEncoder
+from memsig.probes.alignment import FrameTargets, current_graphemes, min_frames
+from memsig.state_cache import CacheWriter, StateCache, open_cache
+
+log = logging.getLogger(__name__)
+TARGETS = "targets.npz"
+
+
+@torch.no_grad()
+def build_frame_cache(
+    net: CTCEncoder,
+    utterances: Sequence[Utterance],
+    sample_rate: int,
+    directory: Path,
+    identity: Mapping,
+    batch: int,
+    dtype: str,
+    device: torch.device | str = "cpu",
+) -> tuple[StateCache, FrameTargets]:
+    """Views of `identity["views"]` for every frame, and the frames' grapheme targets."""
+    cached = open_cache(directory, identity)
+    if cached is not None and (directory / TARGETS).is_file():
+        return cached, FrameTargets.load(directory / TARGETS)
+    frames = net.frame_lengths(torch.tensor([u.num_samples for u in utterances])).numpy()
+    frame_start = np.concatenate([[0], np.cumsum(frames)])
+    token_start = np.concatenate([[0], np.cumsum([len(u.tokens) for u in utterances])])
+    anchors = np.full(int(frame_start[-1]), -1, dtype=np.int64)
+    first = np.repeat(token_start[:-1], frames)
+    last = np.repeat(token_start[1:] - 1, frames)
+    writer = CacheWriter(directory, identity["views"], len(anchors), dtype)
+    unaligned, done = 0, 0
+    for waves, lengths, _, _ in utterance_loader(utterances, sample_rate, batch, shuffle=False):
+        views, got = net.views(waves.to(device), lengths.to(device))
+        count = len(lengths)
+        expected = frames[done : done + count]
+        assert got.cpu().numpy().tolist() == expected.tolist(), "frame counts must agree"
+        mask = frame_mask(got, views["logits"].shape[1])
+        positions = np.concatenate(
+            [np.arange(frame_start[u], frame_start[u + 1]) for u in range(done, done + count)]
+        )
+        writer.write(positions, {v: views[v][mask] for v in identity["views"]})
+        for b in range(count):
+            u = done + b
+            tokens = utterances[u].tokens
+            if expected[b] < min_frames(tokens):
+                unaligned += 1  # too few frames for its transcript: no frame gets a target
+                continue
+            local = current_graphemes(views["logits"][b, : expected[b]], tokens, net.blank)
+            span = slice(frame_start[u], frame_start[u + 1])
+            anchors[span] = np.where(local >= 0, token_start[u] + local, -1)
+        done += count
+    if unaligned:
+        log.warning(
+            "%d of %d utterances have fewer frames than graphemes and are left out of probing",
+            unaligned,
+            len(utterances),
+        )
+    tokens = np.concatenate([u.tokens for u in utterances]).astype(np.int64)
+    targets = FrameTargets(tokens, anchors, first, last)
+    targets.save(directory / TARGETS)
+    return writer.finish(identity), targets
