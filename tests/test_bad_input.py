@@ -25,13 +25,18 @@ def _override(key: str, value) -> str:
     return f"{key}={value!r}" if isinstance(value, str) else f"{key}={value}"
 
 
+# keys that only some data sources have: the source to check them with
+SOURCE_OF = {"data.lag": "data=repeat", "data.p": "data=repeat", "data.delay": "data=copy"}
+
+
 @pytest.mark.parametrize("key", list(CHECKS))
 def test_every_checked_key_rejects_bad_values_before_work(tiny_config, key):
     test = CHECKS[key][0]
+    source = [SOURCE_OF[key]] if key in SOURCE_OF else []
     for value in BAD_VALUES:
         if test(value):
             continue
-        cfg = tiny_config(_override(key, value), run=f"{key}-{value}")
+        cfg = tiny_config(*source, _override(key, value), run=f"{key}-{value}")
         with pytest.raises(ConfigError) as caught:
             run(cfg)
         assert key in str(caught.value) and "e.g." in str(caught.value)
@@ -56,7 +61,9 @@ def test_random_config_values_give_only_clear_errors(tiny_config):
         key = keys[rng.integers(len(keys))]
         value = [-7, 0, "x", 2.5, None, "[1,b]"][rng.integers(6)]
         cfg = tiny_config(
-            _override(key, value) if value != "[1,b]" else f"{key}=[1,b]", run=f"fuzz{trial}"
+            *([SOURCE_OF[key]] if key in SOURCE_OF else []),
+            _override(key, value) if value != "[1,b]" else f"{key}=[1,b]",
+            run=f"fuzz{trial}",
         )
         start = time.monotonic()
         try:

@@ -75,7 +75,7 @@ def character_record(
     device = probe.best_val_xent.device
     recall = np.zeros((len(views), len(offsets), stop - start), dtype=np.float32)
     near = (test.positions >= start + offsets.min()) & (test.positions < stop + offsets.max())
-    window = PositionBatches(test.views, test.tokens, test.positions[near], offsets)
+    window = test.subset(near)
     seen = 0
     for features, targets in position_loader(window, batch_size, shuffle=False):
         positions = window.positions[seen : seen + len(targets)]  # sorted, in loader order

@@ -97,6 +97,11 @@ def log_signature(loggers: list[Logger], signature: Signature, figure: Path) -> 
         for i, k in enumerate(signature.offsets)
     ]
     summary = {f"signature/{view}/capacity": s.capacity for view, s in signature.views.items()}
+    conditional = signature.extra.get("conditional_memory", {}).get("views", {})
+    summary |= {
+        f"signature/{view}/capacity_beyond_context": record["capacity_beyond_context"]
+        for view, record in conditional.items()
+    }
     log_report(loggers, "signature", summary, SIGNATURE_COLUMNS, rows, figure)
     for logger in loggers:
         if isinstance(logger, WandbLogger):

@@ -29,9 +29,20 @@ def _fraction(value) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < 1
 
 
+def _probability(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1
+
+
+def _optional_non_negative_int(value) -> bool:
+    return value is None or _non_negative_int(value)
+
+
 # key -> (test, what it must be, an example); keys absent from a config are skipped.
 CHECKS: dict[str, tuple[Callable[[object], bool], str, str]] = {
     "seed": (_non_negative_int, "an integer >= 0", "seed=0"),
+    "data.lag": (_positive_int, "an integer >= 1 (the input that repeats)", "3"),
+    "data.delay": (_positive_int, "an integer >= 1 (the input the model emits)", "3"),
+    "data.p": (_probability, "a probability in [0, 1]", "0.3"),
     "model.training.batch_size": (_positive_int, "an integer >= 1", "32"),
     "model.training.bptt": (_positive_int, "an integer >= 1", "64"),
     "model.training.max_epochs": (_positive_int, "an integer >= 1", "40"),
@@ -43,6 +54,11 @@ CHECKS: dict[str, tuple[Callable[[object], bool], str, str]] = {
     "probe.patience": (_non_negative_int, "an integer >= 0", "2"),
     "probe.val_fraction": (_fraction, "a fraction in (0, 1)", "0.1"),
     "probe.optimizer.lr": (_positive_number, "a number > 0", "0.01"),
+    "probe.condition_on": (
+        _optional_non_negative_int,
+        "null (off) or an integer >= 0 (inputs in view)",
+        "probe.condition_on=1",
+    ),
     "probe.extract.segments": (_positive_int, "an integer >= 1", "32"),
     "probe.extract.chunk": (_positive_int, "an integer >= 1", "256"),
     "probe.extract.burn_in": (_non_negative_int, "an integer >= 0", "256"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Mapping
 
 import numpy as np
@@ -29,8 +30,18 @@ class PositionBatches(Dataset):
     def __len__(self) -> int:
         return len(self.positions)
 
+    def batch_positions(self, index: list[int]) -> np.ndarray:
+        """The positions a batch of indices reads, sorted (as the features are returned)."""
+        return np.sort(self.positions[np.asarray(index)])
+
+    def subset(self, keep: np.ndarray) -> PositionBatches:
+        """The same dataset (subclasses included) restricted to positions[keep]."""
+        out = copy.copy(self)
+        out.positions = self.positions[keep]
+        return out
+
     def __getitem__(self, index: list[int]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        pos = np.sort(self.positions[np.asarray(index)])
+        pos = self.batch_positions(index)
         features = {
             v: torch.from_numpy(np.asarray(a[pos], dtype=np.float32)) for v, a in self.views.items()
         }

@@ -28,7 +28,9 @@ def train_base(cfg: DictConfig, plan: Plan, loggers: list) -> Path:
     corpus, training = plan.corpus, cfg.model.training
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     net = build_network(model_cfg, len(corpus.vocab))
-    lm = CharLM(net, instantiate(cfg.model.optimizer), list(corpus.vocab), corpus.unit)
+    lm = CharLM(
+        net, instantiate(cfg.model.optimizer), list(corpus.vocab), corpus.unit, corpus.target
+    )
     checkpoints = plan.run_dir / "checkpoints" / "lightning"
     best = ModelCheckpoint(
         dirpath=checkpoints,
@@ -48,8 +50,8 @@ def train_base(cfg: DictConfig, plan: Plan, loggers: list) -> Path:
     )
     trainer.fit(
         lm,
-        stream_loader(corpus.parts["train"], training.batch_size, training.bptt),
-        stream_loader(corpus.parts["val"], training.batch_size, training.bptt),
+        stream_loader(corpus.parts["train"], training.batch_size, training.bptt, corpus.target),
+        stream_loader(corpus.parts["val"], training.batch_size, training.bptt, corpus.target),
         ckpt_path=resume_point(checkpoints, cfg.resume),
         weights_only=True,
     )
@@ -57,7 +59,7 @@ def train_base(cfg: DictConfig, plan: Plan, loggers: list) -> Path:
     lm.load_state_dict(state)
     metrics = {"val/bpc": float(best.best_model_score)}
     save_base_checkpoint(
-        plan.base_ckpt, lm.net, model_cfg, list(corpus.vocab), corpus.unit, metrics
+        plan.base_ckpt, lm.net, model_cfg, list(corpus.vocab), corpus.unit, metrics, lm.target
     )
     log.info("base model: val/bpc %.4f, saved %s", metrics["val/bpc"], plan.base_ckpt)
     return plan.base_ckpt

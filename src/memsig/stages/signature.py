@@ -18,11 +18,17 @@ from memsig.bases import basis_divergence, write_basis_report
 from memsig.chars import character_record, save_chars
 from memsig.data.corpus import Corpus
 from memsig.errors import ConfigError
-from memsig.models.checkpoint import file_digest, load_base_checkpoint, restore_network
+from memsig.models.checkpoint import (
+    checkpoint_target,
+    file_digest,
+    load_base_checkpoint,
+    restore_network,
+)
 from memsig.models.factorized import with_basis_ablations
 from memsig.plan import Plan, optional_list
 from memsig.plots import save_figure, signature_figure
 from memsig.probes.baselines import prior_baselines
+from memsig.probes.conditional import Conditioning
 from memsig.probes.loader import PositionBatches, position_loader, targets_of
 from memsig.probes.local_context import local_context_reference
 from memsig.probes.multi_offset import MultiOffsetProbe, probe_views
@@ -76,15 +82,16 @@ def signature_stage(cfg: DictConfig, plan: Plan, loggers: list) -> Signature:
         for part in ("probe_train", "probe_test")
     }
     fit, val, test = _position_sets(caches, corpus, offsets, cfg.probe.val_fraction)
+    conditioning = Conditioning(cfg.probe.get("condition_on"), views, len(corpus.vocab))
+    fit, val, test = (conditioning.batches(part) for part in (fit, val, test))
     # the same probe whether or not the base model was trained in this process
     L.seed_everything(cfg.seed, verbose=False)
     probe = MultiOffsetProbe(
-        views,
+        conditioning.probe_dims,
         len(offsets),
         len(corpus.vocab),
         instantiate(cfg.probe.optimizer),
-        caches["probe_train"].mean,
-        caches["probe_train"].cov,
+        *conditioning.moments(fit, caches["probe_train"], cfg.probe.batch_size),
     )
     stop = EarlyStopping(
         monitor="probe/val/best_xent_bits",
@@ -123,6 +130,7 @@ def signature_stage(cfg: DictConfig, plan: Plan, loggers: list) -> Signature:
             "params": sum(p.numel() for p in net.parameters()),
             "checkpoint": str(plan.base_ckpt),
             "checkpoint_sha256": checkpoint_id,
+            "target": checkpoint_target(payload),
             "metrics": dict(payload["metrics"]),
         },
         data={
@@ -156,6 +164,10 @@ def signature_stage(cfg: DictConfig, plan: Plan, loggers: list) -> Signature:
             list(cfg.probe.reference_orders),
             len(corpus.vocab),
             baseline["prior_entropy_bits"],
+        )
+    if conditioning.m is not None:
+        signature.extra["conditional_memory"] = conditioning.record(
+            probe.views, results, offsets, baseline
         )
     signature.save(plan.run_dir)
     figure = save_figure(signature_figure(signature), plan.run_dir / "signature.png")
