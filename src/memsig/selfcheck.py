@@ -12,8 +12,10 @@ enough for a CPU in a minute or two, and compares the measured memory with the e
   and, beyond 2d, at most a fifth of the information at d;
 * the count n-gram (order 3) on the repeat source, `probe.condition_on=2`: its `context` view
   is a function of the last 2 inputs, so its memory beyond them is zero;
-* an untrained GRU on the copy inputs: a probe must not find memory a random state does not
-  hold: the information far back (offsets 8..10) is near zero.
+* an untrained GRU on the delay-4 copy task, a negative control: its state holds recent
+  inputs (they are fed into it) but not what the task needs, so the copy rows' accuracy
+  criterion must fail (< 0.95 at some offset 0..4), and its fading memory leaves near zero
+  information beyond offset 8.
 
 Exit status 1 when any row fails.
 """
@@ -57,14 +59,19 @@ SMALL = [
     "data.vocab_size=8",
     "data.num_chars=30000",
     "probe.batch_size=512",
-    "probe.max_epochs=10",
+    "probe.max_epochs=8",
+    "probe.passage_chars=100",
     "probe.extract.segments=4",
     "probe.extract.burn_in=64",
     "probe.extract.chunk=256",
     "trainer.enable_progress_bar=false",
     "logger=none",
 ]
-NEAR_ZERO_BITS = 0.1  # largest memory, in bits, that counts as "none"
+# Largest memory that counts as "none": 5% of the 3 bits a symbol carries (vocab_size 8). A
+# trained GRU keeps fading traces a few steps past what its task needs (about 0.06-0.12 bits
+# five steps past it), which is memory, but not the memory a source demands.
+NEAR_ZERO_BITS = 0.15
+NOISE_BITS = 0.05  # how far from zero two probes may land on the same information
 
 
 @dataclass(frozen=True)
@@ -93,7 +100,7 @@ def _beyond(signature: Signature, view: str = VIEW) -> dict[int, float]:
     return dict(zip(signature.offsets, record, strict=True))
 
 
-def _repeat(lag: int, p: float = 0.3, vocab_size: int = 8) -> Experiment:
+def _repeat(lag: int, p: float = 0.2, vocab_size: int = 8) -> Experiment:
     name = f"repeat lag={lag}"
 
     def judge(signature: Signature) -> list[Row]:
@@ -126,21 +133,38 @@ def _repeat(lag: int, p: float = 0.3, vocab_size: int = 8) -> Experiment:
             f"data.lag={lag}",
             f"data.p={p}",
             f"probe.max_offset={lag + 6}",
+            f"probe.views=[{VIEW}]",
             "probe.condition_on=1",
         ],
         judge,
     )
 
 
+def _copy_overrides(delay: int) -> list[str]:
+    return [
+        *GRU,
+        "data=copy",
+        f"data.delay={delay}",
+        f"probe.max_offset={2 * delay + 3}",
+        f"probe.views=[{VIEW}]",
+    ]
+
+
+def _copy_scores(signature: Signature, delay: int) -> tuple[float, float]:
+    """The lowest accuracy at offsets 0..d and the most information beyond 2d."""
+    scores = signature.views[VIEW]
+    by_k = {k: i for i, k in enumerate(signature.offsets)}
+    accuracy = min(scores.accuracy[by_k[k]] for k in range(delay + 1))
+    far = max(scores.info_bits[i] for k, i in by_k.items() if k > 2 * delay)
+    return accuracy, far
+
+
 def _copy(delay: int) -> Experiment:
     name = f"copy delay={delay}"
 
     def judge(signature: Signature) -> list[Row]:
-        scores = signature.views[VIEW]
-        by_k = {k: i for i, k in enumerate(signature.offsets)}
-        accuracy = min(scores.accuracy[by_k[k]] for k in range(delay + 1))
-        at_d = scores.info_bits[by_k[delay]]
-        far = max(scores.info_bits[i] for k, i in by_k.items() if k > 2 * delay)
+        accuracy, far = _copy_scores(signature, delay)
+        at_d = signature.views[VIEW].info_bits[signature.offsets.index(delay)]
         return [
             Row(name, f"min accuracy at k=0..{delay}", ">= 0.95", accuracy, accuracy >= 0.95),
             Row(
@@ -152,11 +176,7 @@ def _copy(delay: int) -> Experiment:
             ),
         ]
 
-    return Experiment(
-        name,
-        [*GRU, "data=copy", f"data.delay={delay}", f"probe.max_offset={2 * delay + 3}"],
-        judge,
-    )
+    return Experiment(name, _copy_overrides(delay), judge)
 
 
 def _ngram() -> Experiment:
@@ -168,9 +188,9 @@ def _ngram() -> Experiment:
             Row(
                 name,
                 "max |memory beyond last 2| of context (bits)",
-                f"<= {NEAR_ZERO_BITS / 2}",
+                f"<= {NOISE_BITS}",
                 worst,
-                worst <= NEAR_ZERO_BITS / 2,
+                worst <= NOISE_BITS,
             )
         ]
 
@@ -189,25 +209,29 @@ def _ngram() -> Experiment:
     )
 
 
-def _untrained() -> Experiment:
+def _untrained(delay: int = 4) -> Experiment:
     name = "untrained GRU"
 
     def judge(signature: Signature) -> list[Row]:
-        info = dict(zip(signature.offsets, signature.views[VIEW].info_bits, strict=True))
-        far = max(info[k] for k in (8, 9, 10))
+        accuracy, far = _copy_scores(signature, delay)
         return [
             Row(
                 name,
-                "max info at k=8..10 (bits)",
+                f"min accuracy at k=0..{delay} (copy task)",
+                "< 0.95 (nothing learned)",
+                accuracy,
+                accuracy < 0.95,
+            ),
+            Row(
+                name,
+                f"max info at k>{2 * delay} (bits)",
                 f"<= {NEAR_ZERO_BITS}",
                 far,
                 far <= NEAR_ZERO_BITS,
-            )
+            ),
         ]
 
-    return Experiment(
-        name, [*GRU, "data=copy", "data.delay=2", "probe.max_offset=10"], judge, untrained=True
-    )
+    return Experiment(name, _copy_overrides(delay), judge, untrained=True)
 
 
 BATTERY = (_repeat(2), _repeat(3), _copy(2), _copy(4), _ngram(), _untrained())
