@@ -29,7 +29,7 @@ def test_selfcheck_passes_every_row_and_writes_the_figure(tmp_path):
     print(result.stdout)
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     table = [line for line in result.stdout.splitlines() if line.endswith(("pass", "FAIL"))]
-    assert len(table) == 10 and all(line.endswith("pass") for line in table)
+    assert len(table) == 11 and all(line.endswith("pass") for line in table)
     for name in (
         "repeat lag=2",
         "repeat lag=3",
@@ -39,7 +39,7 @@ def test_selfcheck_passes_every_row_and_writes_the_figure(tmp_path):
         "untrained",
     ):
         assert any(line.startswith(name) for line in table), name
-    assert "all 10 checks passed" in result.stdout
+    assert "all 11 checks passed" in result.stdout
     assert (tmp_path / "selfcheck.png").stat().st_size > 10_000
     assert elapsed < 300
 

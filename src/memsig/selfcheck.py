@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ from memsig.plots import plt, save_figure
 from memsig.signature import Signature
 
 VIEW = "layer1.h"
+VOCAB_SIZE = 8
 # A small GRU that still learns every task in seconds on a CPU.
 GRU = [
     "model=gru",
@@ -56,7 +58,7 @@ GRU = [
 ]
 # Small data and probes, for every experiment.
 SMALL = [
-    "data.vocab_size=8",
+    f"data.vocab_size={VOCAB_SIZE}",
     "data.num_chars=30000",
     "probe.batch_size=512",
     "probe.max_epochs=8",
@@ -93,6 +95,8 @@ class Experiment:
     overrides: list[str]
     judge: Callable[[Signature], list[Row]]
     untrained: bool = False
+    # the curve an optimal state would give (label, bits at offset k), drawn dashed
+    expected: tuple[str, Callable[[int], float]] | None = None
 
 
 def _beyond(signature: Signature, view: str = VIEW) -> dict[int, float]:
@@ -100,7 +104,7 @@ def _beyond(signature: Signature, view: str = VIEW) -> dict[int, float]:
     return dict(zip(signature.offsets, record, strict=True))
 
 
-def _repeat(lag: int, p: float = 0.2, vocab_size: int = 8) -> Experiment:
+def _repeat(lag: int, p: float = 0.2, vocab_size: int = VOCAB_SIZE) -> Experiment:
     name = f"repeat lag={lag}"
 
     def judge(signature: Signature) -> list[Row]:
@@ -137,6 +141,10 @@ def _repeat(lag: int, p: float = 0.2, vocab_size: int = 8) -> Experiment:
             "probe.condition_on=1",
         ],
         judge,
+        expected=(
+            "optimal: beyond last 1",
+            lambda k: repeat_conditional_bits(k, 1, lag, p, vocab_size),
+        ),
     )
 
 
@@ -176,7 +184,12 @@ def _copy(delay: int) -> Experiment:
             ),
         ]
 
-    return Experiment(name, _copy_overrides(delay), judge)
+    return Experiment(
+        name,
+        _copy_overrides(delay),
+        judge,
+        expected=("optimal: info", lambda k: math.log2(VOCAB_SIZE) if 0 <= k <= delay else 0.0),
+    )
 
 
 def _ngram() -> Experiment:
@@ -206,6 +219,7 @@ def _ngram() -> Experiment:
             "probe.condition_on=2",
         ],
         judge,
+        expected=("exact: beyond last 2", lambda k: 0.0),
     )
 
 
@@ -275,16 +289,16 @@ def format_table(rows: Sequence[Row]) -> str:
     ]
     widths = [max(len(str(x)) for x in column) for column in zip(header, *lines, strict=True)]
     return "\n".join(
-        "  ".join(str(x).ljust(w) for x, w in zip(line, widths, strict=True))
+        "  ".join(str(x).ljust(w) for x, w in zip(line, widths, strict=True)).rstrip()
         for line in (header, *lines)
     )
 
 
-def selfcheck_figure(results: Sequence[tuple[str, Signature]]) -> plt.Figure:
-    """One panel per experiment: information per offset, and the memory beyond what is in
-    view where it was measured."""
+def selfcheck_figure(results: Sequence[tuple[Experiment, Signature]]) -> plt.Figure:
+    """One panel per experiment: information per offset, the memory beyond what is in view
+    where it was measured, and the expected curve dashed."""
     fig, axes = plt.subplots(2, -(-len(results) // 2), figsize=(13, 7), squeeze=False)
-    for ax, (name, signature) in zip(axes.T.ravel(), results, strict=False):
+    for ax, (experiment, signature) in zip(axes.T.ravel(), results, strict=False):
         view = next(iter(signature.views))
         ax.plot(signature.offsets, signature.views[view].info_bits, "o-", ms=3, label="info")
         conditional = signature.extra.get("conditional_memory")
@@ -292,9 +306,12 @@ def selfcheck_figure(results: Sequence[tuple[str, Signature]]) -> plt.Figure:
             beyond = conditional["views"][view]["beyond_bits"]
             m = conditional["condition_on"]
             ax.plot(signature.offsets, beyond, "^:", ms=3, label=f"beyond last {m}")
+        if experiment.expected is not None:
+            label, curve = experiment.expected
+            ax.plot(signature.offsets, [curve(k) for k in signature.offsets], "--", label=label)
         prior = signature.baseline["prior_entropy_bits"]
         ax.plot(signature.offsets, prior, "k--", lw=1, label="prior entropy")
-        ax.set(title=f"{name} ({view})", xlabel="offset k", ylabel="bits")
+        ax.set(title=f"{experiment.name} ({view})", xlabel="offset k", ylabel="bits")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle("memsig selfcheck: known-answer signatures")
@@ -315,6 +332,9 @@ def command(argv: Sequence[str]) -> None:
     )
     args = parser.parse_args(argv)
     logging.getLogger("lightning").setLevel(logging.WARNING)
+    # the models are tiny: a second thread only adds synchronisation, which costs several
+    # times the work itself when other processes compete for the cores
+    torch.set_num_threads(1)
     rows, results = [], []
     for i, experiment in enumerate(BATTERY):
         started = time.perf_counter()
@@ -322,7 +342,7 @@ def command(argv: Sequence[str]) -> None:
             experiment, args.out / f"{i}_{experiment.name.split()[0]}"
         )
         rows += judged
-        results.append((experiment.name, signature))
+        results.append((experiment, signature))
         print(f"{experiment.name}: {time.perf_counter() - started:.1f} s", flush=True)
     figure = save_figure(selfcheck_figure(results), args.out / "selfcheck.png")
     print(format_table(rows))

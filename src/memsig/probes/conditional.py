@@ -54,7 +54,9 @@ class ConditionedBatches(PositionBatches):
     """PositionBatches whose features also hold the context head's input and every view
     joined with it (see the module docstring)."""
 
-    def __init__(self, base: PositionBatches, views: Sequence[str], m: int, vocab_size: int):
+    def __init__(
+        self, base: PositionBatches, views: Sequence[str], m: int, vocab_size: int
+    ) -> None:
         super().__init__(base.views, base.tokens, base.positions, base.offsets)
         self.joined, self.m, self.vocab_size = list(views), m, vocab_size
 
