@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
+from memsig.config import build
 from memsig.data.known_memory import (
     copy_corpus,
     repeat_conditional_bits,
@@ -18,7 +20,12 @@ from memsig.data.known_memory import (
 )
 from memsig.data.streams import IGNORE, StreamChunks
 from memsig.errors import ConfigError
-from memsig.models.checkpoint import checkpoint_target, load_base_checkpoint, save_base_checkpoint
+from memsig.models.checkpoint import (
+    build_network,
+    checkpoint_target,
+    load_base_checkpoint,
+    save_base_checkpoint,
+)
 from memsig.models.recurrent import StackedRNN
 from memsig.pipeline import run
 
@@ -131,3 +138,17 @@ def test_bad_known_memory_settings_are_clear_errors(tiny_config, overrides, mess
         run(cfg)
     assert "e.g." in str(caught.value)
     assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()
+
+
+def test_a_run_dir_holding_a_model_of_another_task_is_not_reused(tiny_config):
+    cfg = tiny_config("data=copy", "data.num_chars=5000")
+    corpus = build(cfg.data)
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    net = build_network(model_cfg, len(corpus.vocab))
+    path = Path(cfg.paths.output_dir) / "checkpoints" / "base.ckpt"
+    path.parent.mkdir(parents=True)
+    save_base_checkpoint(path, net, model_cfg, list(corpus.vocab), "char", {}, target=-1)
+    before = path.read_bytes()
+    with pytest.raises(ConfigError, match="another config or task"):
+        run(cfg)
+    assert path.read_bytes() == before
