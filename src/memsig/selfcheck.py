@@ -334,16 +334,20 @@ def command(argv: Sequence[str]) -> None:
     logging.getLogger("lightning").setLevel(logging.WARNING)
     # the models are tiny: a second thread only adds synchronisation, which costs several
     # times the work itself when other processes compete for the cores
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
     rows, results = [], []
-    for i, experiment in enumerate(BATTERY):
-        started = time.perf_counter()
-        signature, judged = run_experiment(
-            experiment, args.out / f"{i}_{experiment.name.split()[0]}"
-        )
-        rows += judged
-        results.append((experiment, signature))
-        print(f"{experiment.name}: {time.perf_counter() - started:.1f} s", flush=True)
+    try:
+        for i, experiment in enumerate(BATTERY):
+            started = time.perf_counter()
+            signature, judged = run_experiment(
+                experiment, args.out / f"{i}_{experiment.name.split()[0]}"
+            )
+            rows += judged
+            results.append((experiment, signature))
+            print(f"{experiment.name}: {time.perf_counter() - started:.1f} s", flush=True)
+    finally:
+        torch.set_num_threads(threads)
     figure = save_figure(selfcheck_figure(results), args.out / "selfcheck.png")
     print(format_table(rows))
     print(f"figure: {figure}")
