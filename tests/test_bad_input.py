@@ -25,10 +25,16 @@ def _override(key: str, value) -> str:
     return f"{key}={value!r}" if isinstance(value, str) else f"{key}={value}"
 
 
+# keys that only some data sources have: the source to check them with
+SOURCE_OF = {"data.lag": "data=repeat", "data.p": "data=repeat", "data.delay": "data=copy"}
+
+
 def _with_group(key: str, override: str) -> list[str]:
-    """Keys of one probe kind (probe.mlp.*, probe.ridge.*) exist only with that kind selected."""
+    """Keys that exist only with a probe kind (probe.mlp.*, probe.ridge.*) or a data source
+    (data.lag, ...) are checked with that kind or source selected."""
     kind = key.split(".")[1] if key.startswith(("probe.mlp.", "probe.ridge.")) else None
-    return [f"probe={kind}", override] if kind else [override]
+    groups = [f"probe={kind}"] if kind else []
+    return [*groups, *([SOURCE_OF[key]] if key in SOURCE_OF else []), override]
 
 
 @pytest.mark.parametrize("key", list(CHECKS))

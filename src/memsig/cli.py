@@ -1,5 +1,5 @@
 """The `memsig` command and run.py: compose the Hydra config and run the pipeline, or run a
-named command given as the first argument (`memsig compare RUN_A RUN_B`)."""
+named command given as the first argument (`memsig compare RUN_A RUN_B`, `memsig selfcheck`)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,10 @@ from memsig.config import CONFIG_DIR
 from memsig.errors import MemsigError
 
 log = logging.getLogger("memsig")
-COMMANDS = {"compare": "memsig.char_report"}  # first argument -> module whose command(argv) runs
+COMMANDS = {
+    "compare": "memsig.char_report",
+    "selfcheck": "memsig.selfcheck",
+}  # first argument -> module whose command(argv) runs
 
 
 def main() -> float | None:

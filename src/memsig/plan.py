@@ -12,7 +12,12 @@ from memsig.config import build
 from memsig.data.corpus import Corpus
 from memsig.data.speech import SpeechCorpus
 from memsig.errors import ConfigError
-from memsig.models.checkpoint import build_network, load_base_checkpoint, restore_network
+from memsig.models.checkpoint import (
+    build_network,
+    checkpoint_target,
+    load_base_checkpoint,
+    restore_network,
+)
 from memsig.models.factorized import with_basis_ablations
 from memsig.probes.bootstrap import check_documents, document_ids
 from memsig.probes.local_context import check_orders
@@ -49,6 +54,12 @@ def prepare(cfg: DictConfig) -> Plan:
     )
     corpus: Corpus | SpeechCorpus = build(cfg.data)
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    if cfg.model.get("fit") == "counts" and corpus.target != -1:
+        raise ConfigError(
+            f"model={cfg.model.name} is a count language model and cannot learn "
+            f"data={corpus.name}'s target (the input {corpus.target} steps back): "
+            "train a neural model on it, e.g. model=gru"
+        )
     if cfg.base_ckpt is not None:
         base_ckpt, reuse = Path(cfg.base_ckpt).expanduser().resolve(), True
         if cfg.stage == "base":
@@ -65,9 +76,11 @@ def prepare(cfg: DictConfig) -> Plan:
                 f"(none found in {run_dir})"
             )
         payload = load_base_checkpoint(base_ckpt) if reuse else None
-        if payload is not None and payload["model"] != model_cfg:
+        if payload is not None and (
+            payload["model"] != model_cfg or checkpoint_target(payload) != corpus.target
+        ):
             raise ConfigError(
-                f"{run_dir} already holds a base model with another config; "
+                f"{run_dir} already holds a base model with another config or task; "
                 "start a new run dir (hydra.run.dir=...) or delete its checkpoints/"
             )
     if payload is not None and list(payload["vocab"]) != list(corpus.vocab):
@@ -85,6 +98,11 @@ def prepare(cfg: DictConfig) -> Plan:
     probe_views(with_basis_ablations(net, ablate).view_dims, optional_list(cfg.probe.views))
     check_orders(cfg.probe.reference_orders, len(corpus.vocab))
     if isinstance(corpus, SpeechCorpus):
+        if cfg.probe.get("condition_on") is not None:
+            raise ConfigError(
+                "probe.condition_on reads the last m symbols of a stream; speech corpora have "
+                "none: set probe.condition_on=null"
+            )
         check_speech_probe(corpus, offsets, cfg.probe.reference_orders)
         return Plan(run_dir, corpus, cfg.stage, base_ckpt, reuse, offsets)
     for part in ("probe_train", "probe_test"):

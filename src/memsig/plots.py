@@ -21,8 +21,9 @@ LINE = 80  # characters per line in a character-level figure
 def signature_figure(signature: Signature, title: str | None = None) -> plt.Figure:
     """Two panels, one line per view: accuracy (majority baseline dashed) and information
     (prior entropy dashed: the most a view could recover). With the optional records, each
-    view's bootstrap interval is a band, its control-task accuracy a dotted line and its
-    untrained twin a dash-dotted line, in the view's colour."""
+    view's bootstrap interval is a band, its control-task accuracy a dotted line, its
+    untrained twin a dash-dotted line, in the view's colour, and with `probe.condition_on` the
+    memory beyond the inputs still in view dotted."""
     fig, (acc_ax, info_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
     offsets = signature.offsets
     order = sorted(range(len(offsets)), key=lambda i: offsets[i])
@@ -60,6 +61,12 @@ def signature_figure(signature: Signature, title: str | None = None) -> plt.Figu
         label = f"last {m} chars"  # the local-context reference: what a window alone reveals
         acc_ax.plot(xs, [ref["accuracy"][i] for i in order], "--", lw=1.2, label=label)
         info_ax.plot(xs, [ref["info_bits"][i] for i in order], "--", lw=1.2, label=label)
+    conditional = signature.extra.get("conditional_memory")
+    if conditional is not None:  # memory beyond the last m inputs, dotted
+        m = conditional["condition_on"]
+        for view, record in conditional["views"].items():
+            beyond = [record["beyond_bits"][i] for i in order]
+            info_ax.plot(xs, beyond, ":", marker="^", ms=3, label=f"{view} beyond last {m}")
     baseline = signature.baseline
     acc_ax.plot(
         xs, [baseline["majority_accuracy"][i] for i in order], "k--", lw=1, label="majority"

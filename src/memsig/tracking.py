@@ -98,6 +98,11 @@ def log_signature(loggers: list[Logger], signature: Signature, figure: Path) -> 
     ]
     summary = {f"signature/{view}/capacity": s.capacity for view, s in signature.views.items()}
     summary.update(_summary_scalars(signature))
+    conditional = signature.extra.get("conditional_memory", {}).get("views", {})
+    summary |= {
+        f"signature/{view}/capacity_beyond_context": record["capacity_beyond_context"]
+        for view, record in conditional.items()
+    }
     log_report(loggers, "signature", summary, SIGNATURE_COLUMNS, rows, figure)
     for logger in loggers:
         if isinstance(logger, WandbLogger):

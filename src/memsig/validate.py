@@ -39,10 +39,22 @@ def _non_negative_numbers(value) -> bool:
 
 PROBE_KINDS = ("linear", "mlp", "ridge")
 
+
+def _probability(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1
+
+
+def _optional_non_negative_int(value) -> bool:
+    return value is None or _non_negative_int(value)
+
+
 # key -> (test, what it must be, an example); keys absent from a config are skipped.
 CHECKS: dict[str, tuple[Callable[[object], bool], str, str]] = {
     "seed": (_non_negative_int, "an integer >= 0", "seed=0"),
     "threads": (lambda v: v is None or _positive_int(v), "null or an integer >= 1", "threads=1"),
+    "data.lag": (_positive_int, "an integer >= 1 (the input that repeats)", "3"),
+    "data.delay": (_positive_int, "an integer >= 1 (the input the model emits)", "3"),
+    "data.p": (_probability, "a probability in [0, 1]", "0.3"),
     "model.training.batch_size": (_positive_int, "an integer >= 1", "32"),
     "model.training.bptt": (_positive_int, "an integer >= 1", "64"),
     "model.training.max_epochs": (_positive_int, "an integer >= 1", "40"),
@@ -66,6 +78,11 @@ CHECKS: dict[str, tuple[Callable[[object], bool], str, str]] = {
     "probe.bootstrap.level": (_fraction, "a fraction in (0, 1)", "0.95"),
     "probe.during_training.every_n_steps": (_non_negative_int, "an integer >= 0", "50"),
     "probe.during_training.chars": (_positive_int, "an integer >= 1", "4000"),
+    "probe.condition_on": (
+        _optional_non_negative_int,
+        "null (off) or an integer >= 0 (inputs in view)",
+        "probe.condition_on=1",
+    ),
     "probe.extract.segments": (_positive_int, "an integer >= 1", "32"),
     "probe.extract.chunk": (_positive_int, "an integer >= 1", "256"),
     "probe.extract.burn_in": (_non_negative_int, "an integer >= 0", "256"),

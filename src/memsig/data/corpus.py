@@ -26,6 +26,9 @@ class Corpus:
     vocab: tuple[str, ...]  # index -> symbol
     parts: dict[str, np.ndarray]  # PARTS -> 1-D int64 token ids
     info: dict[str, float]  # facts about the source, e.g. {"entropy_rate_bits": 1.23}
+    # what the base model learns to emit at step t, as an offset (see probes/offsets.py):
+    # -1 the next symbol (language modelling), d >= 0 the input d steps back (delayed copy)
+    target: int = -1
 
     def fingerprint(self) -> str:
         """sha256 hex of name, vocab and every part's bytes: identifies the data in caches."""

@@ -8,25 +8,34 @@ from torch.utils.data import DataLoader, Dataset
 
 from memsig.errors import ConfigError
 
+IGNORE = -100  # label of a step without a target (cross_entropy's default ignore_index)
+
 
 class StreamChunks(Dataset):
-    """Item i is chunk i of `rows` parallel streams: inputs and next-token targets, [rows, T].
+    """Item i is chunk i of `rows` parallel streams: inputs and their labels, [rows, T].
 
+    The label at step t is the token at offset `target` (probes/offsets.py): -1 the next token
+    (language modelling), d >= 0 the input d steps back (delayed copy; IGNORE in a row's first
+    d steps, whose source the row's model has not read).
     The stream is cut into `rows` contiguous pieces (one per batch row) and read left to right,
     so the state a model returns for chunk i is the right starting state for chunk i + 1.
     """
 
-    def __init__(self, tokens: np.ndarray, rows: int, seq_len: int) -> None:
-        usable = (len(tokens) - 1) // rows
+    def __init__(self, tokens: np.ndarray, rows: int, seq_len: int, target: int = -1) -> None:
+        ahead = max(0, -target)
+        usable = (len(tokens) - ahead) // rows
         if usable < 1:
             raise ConfigError(
                 f"a stream of {len(tokens)} tokens cannot feed {rows} parallel rows: "
                 "lower model.training.batch_size or use more data"
             )
         self.seq_len = seq_len
-        data = torch.as_tensor(np.asarray(tokens[: rows * usable + 1], dtype=np.int64))
-        self.inputs = data[:-1].view(rows, usable)
-        self.targets = data[1:].view(rows, usable)
+        data = torch.as_tensor(np.asarray(tokens, dtype=np.int64))
+        steps = torch.arange(rows * usable)
+        known = steps % usable >= target
+        labels = torch.where(known, data[(steps - target).clamp_min(0)], IGNORE)
+        self.inputs = data[steps].view(rows, usable)
+        self.targets = labels.view(rows, usable)
 
     def __len__(self) -> int:
         return -(-self.inputs.shape[1] // self.seq_len)
@@ -36,6 +45,6 @@ class StreamChunks(Dataset):
         return self.inputs[:, window], self.targets[:, window]
 
 
-def stream_loader(tokens: np.ndarray, rows: int, seq_len: int) -> DataLoader:
+def stream_loader(tokens: np.ndarray, rows: int, seq_len: int, target: int = -1) -> DataLoader:
     """An ordered loader of whole chunks (no shuffling: chunk order carries the state)."""
-    return DataLoader(StreamChunks(tokens, rows, seq_len), batch_size=None, shuffle=False)
+    return DataLoader(StreamChunks(tokens, rows, seq_len, target), batch_size=None, shuffle=False)

@@ -1,4 +1,5 @@
-"""The Lightning system that trains any character LM network with carried state."""
+"""The Lightning system that trains any character network with carried state to label every
+step: with the next symbol (a language model) or with another offset's input (a delayed copy)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric
 
+from memsig.data.streams import IGNORE
 from memsig.errors import NumericalError
 from memsig.models.recurrent import detach_state
 from memsig.units import nats_to_bits
@@ -17,6 +19,10 @@ from memsig.units import nats_to_bits
 
 class CharLM(L.LightningModule):
     """Truncated-BPTT training of an injected network that answers `forward` and `views`.
+
+    `target` is the offset of the label at each step (probes/offsets.py): -1 for the next
+    symbol, d >= 0 for the input d steps back; the loader supplies the labels and marks steps
+    without one as IGNORE, which the loss skips.
 
     The network's final state of chunk i starts chunk i + 1 (reset at the start of each
     epoch), so the model learns from contiguous streams rather than isolated windows.
@@ -28,12 +34,14 @@ class CharLM(L.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer],
         vocab: list[str],
         unit: str = "char",
+        target: int = -1,
     ) -> None:
         super().__init__()
         self.net = net
         self.optimizer_factory = optimizer
         self.vocab = list(vocab)
         self.unit = unit
+        self.target = target
         self.train_loss = MeanMetric()
         self.val_nll = MeanMetric()
         self._state = {"train": None, "val": None}
@@ -68,7 +76,7 @@ class CharLM(L.LightningModule):
 
     def validation_step(self, batch, batch_idx: int) -> None:
         nll = self._step(batch, batch_idx, "val")
-        self.val_nll.update(nll, weight=batch[1].numel())
+        self.val_nll.update(nll, weight=(batch[1] != IGNORE).sum())
 
     def on_validation_epoch_end(self) -> None:
         self.log("val/bpc", nats_to_bits(self.val_nll.compute()), prog_bar=True)

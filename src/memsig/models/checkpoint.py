@@ -25,13 +25,22 @@ def build_network(model_cfg: Mapping, vocab_size: int) -> nn.Module:
 
 
 def save_base_checkpoint(
-    path: Path, net: nn.Module, model_cfg: Mapping, vocab: list[str], unit: str, metrics: Mapping
+    path: Path,
+    net: nn.Module,
+    model_cfg: Mapping,
+    vocab: list[str],
+    unit: str,
+    metrics: Mapping,
+    target: int = -1,
 ) -> None:
+    """`target` is the offset the network was trained to emit (CharLM.target): -1 for a
+    language model; checkpoints without the key are language models."""
     payload = {
         "format": FORMAT,
         "model": dict(model_cfg),
         "vocab": list(vocab),
         "unit": unit,
+        "target": int(target),
         "metrics": {k: float(v) for k, v in metrics.items()},
         "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
     }
@@ -58,6 +67,11 @@ def load_base_checkpoint(path: Path) -> dict:
             "use the checkpoints/base.ckpt written by `stage=base`"
         )
     return payload
+
+
+def checkpoint_target(payload: Mapping) -> int:
+    """The offset a checkpoint's network was trained to emit (-1: the next symbol)."""
+    return int(payload.get("target", -1))
 
 
 def restore_network(payload: Mapping) -> nn.Module:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Mapping
 
 import numpy as np
@@ -36,16 +37,11 @@ class PositionBatches(Dataset):
         self.labels = labels
 
     def replaced(self, **changes) -> PositionBatches:
-        """The same batches with some of their fields changed (positions, labels, ...)."""
-        fields = {
-            "views": self.views,
-            "tokens": self.tokens,
-            "positions": self.positions,
-            "offsets": self.offsets,
-            "anchors": self.anchors,
-            "labels": self.labels,
-        }
-        return PositionBatches(**{**fields, **changes})
+        """The same dataset (subclasses included) with some fields changed: positions,
+        labels, ..."""
+        out = copy.copy(self)
+        vars(out).update(changes)
+        return out
 
     def anchor(self, positions: np.ndarray) -> np.ndarray:
         """Where in `tokens` offset 0 of each position points."""
@@ -61,8 +57,12 @@ class PositionBatches(Dataset):
     def __len__(self) -> int:
         return len(self.positions)
 
+    def batch_positions(self, index: list[int]) -> np.ndarray:
+        """The positions a batch of indices reads, sorted (as the features are returned)."""
+        return np.sort(self.positions[np.asarray(index)])
+
     def __getitem__(self, index: list[int]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        pos = np.sort(self.positions[np.asarray(index)])
+        pos = self.batch_positions(index)
         features = {
             v: torch.from_numpy(np.asarray(a[pos], dtype=np.float32)) for v, a in self.views.items()
         }

@@ -24,7 +24,7 @@ import numpy as np
 
 from memsig.errors import ConfigError
 from memsig.models.ngram import MAX_ID, kn_discount
-from memsig.probes.offsets import offset_targets, valid_positions
+from memsig.probes.offsets import input_windows, offset_targets, valid_positions
 
 
 def check_orders(orders: object, vocab_size: int) -> list[int]:
@@ -49,8 +49,7 @@ def check_orders(orders: object, vocab_size: int) -> list[int]:
 
 def _window_ids(tokens: np.ndarray, positions: np.ndarray, m: int, vocab_size: int) -> np.ndarray:
     """Id of x_{t-m+1..t} for every t; characters before the part's start count as symbol V."""
-    padded = np.concatenate([np.full(m - 1, vocab_size), np.asarray(tokens, dtype=np.int64)])
-    windows = padded[positions[:, None] + np.arange(m)[None, :]]
+    windows = input_windows(tokens, positions, m, pad=vocab_size)
     return windows @ ((vocab_size + 1) ** np.arange(m - 1, -1, -1, dtype=np.int64))
 
 

@@ -49,3 +49,10 @@ def valid_positions(length: int, offsets: Sequence[int]) -> range:
 def offset_targets(tokens: np.ndarray, positions: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """Targets [len(positions), len(offsets)]: tokens[t - k], one gather for all offsets."""
     return tokens[positions[:, None] - offsets[None, :]]
+
+
+def input_windows(tokens: np.ndarray, positions: np.ndarray, m: int, pad: int) -> np.ndarray:
+    """The last m inputs x_{t-m+1..t} at every position t, oldest first, [len(positions), m];
+    slots before the stream's start hold `pad`."""
+    padded = np.concatenate([np.full(m - 1, pad), np.asarray(tokens, dtype=np.int64)])
+    return padded[positions[:, None] + np.arange(m)[None, :]]

@@ -30,14 +30,16 @@ def train_base(cfg: DictConfig, plan: Plan, loggers: list) -> Path:
     corpus, training = plan.corpus, cfg.model.training
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     net = build_network(model_cfg, len(corpus.vocab))
-    lm = CharLM(net, instantiate(cfg.model.optimizer), list(corpus.vocab), corpus.unit)
-    train = stream_loader(corpus.parts["train"], training.batch_size, training.bptt)
-    val = stream_loader(corpus.parts["val"], training.batch_size, training.bptt)
+    lm = CharLM(
+        net, instantiate(cfg.model.optimizer), list(corpus.vocab), corpus.unit, corpus.target
+    )
+    train = stream_loader(corpus.parts["train"], training.batch_size, training.bptt, corpus.target)
+    val = stream_loader(corpus.parts["val"], training.batch_size, training.bptt, corpus.target)
     callbacks = _signatures_during_training(cfg, plan, loggers)
     score = fit_best(cfg, plan, loggers, lm, train, val, "val/bpc", callbacks)
     metrics = {"val/bpc": score}
     save_base_checkpoint(
-        plan.base_ckpt, lm.net, model_cfg, list(corpus.vocab), corpus.unit, metrics
+        plan.base_ckpt, lm.net, model_cfg, list(corpus.vocab), corpus.unit, metrics, lm.target
     )
     log.info("base model: val/bpc %.4f, saved %s", metrics["val/bpc"], plan.base_ckpt)
     return plan.base_ckpt

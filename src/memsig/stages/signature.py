@@ -12,11 +12,17 @@ from omegaconf import DictConfig, OmegaConf
 from memsig.bases import basis_divergence, write_basis_report
 from memsig.chars import character_record, save_chars
 from memsig.layers import write_layer_report
-from memsig.models.checkpoint import file_digest, load_base_checkpoint, restore_network
+from memsig.models.checkpoint import (
+    checkpoint_target,
+    file_digest,
+    load_base_checkpoint,
+    restore_network,
+)
 from memsig.models.factorized import with_basis_ablations
 from memsig.plan import Plan, optional_list
 from memsig.plots import save_figure, signature_figure
 from memsig.probes.baselines import prior_baselines
+from memsig.probes.conditional import Conditioning
 from memsig.probes.factory import ProbeSetup, fit_and_test
 from memsig.probes.loader import targets_of
 from memsig.probes.local_context import local_context_reference
@@ -63,10 +69,12 @@ def signature_stage(cfg: DictConfig, plan: Plan, loggers: list) -> Signature:
         "settings": vars(settings),
     }
     parts = probe_parts(net, corpus, identity, settings, offsets, plan.run_dir / "cache", device)
-    sets = position_sets(parts, offsets, cfg.probe.val_fraction)
-    fit, val, test = sets
     num_classes = len(corpus.vocab)
-    setup = ProbeSetup(cfg, plan.run_dir, views, num_classes, parts["probe_train"].cache, device)
+    conditioning = Conditioning(cfg.probe.get("condition_on"), views, num_classes)
+    sets = tuple(map(conditioning.batches, position_sets(parts, offsets, cfg.probe.val_fraction)))
+    fit, val, test = sets
+    moments = conditioning.moments(fit, parts["probe_train"].cache, cfg.probe.batch_size)
+    setup = ProbeSetup(cfg, plan.run_dir, conditioning.probe_dims, num_classes, moments, device)
     documents = test_documents(cfg, test, parts["probe_test"].blocks)
     probe_key = [identity, probe_cfg, offsets]
     fitted = fit_and_test(setup, sets, probe_key, loggers, documents)
@@ -83,6 +91,7 @@ def signature_stage(cfg: DictConfig, plan: Plan, loggers: list) -> Signature:
             "params": sum(p.numel() for p in net.parameters()),
             "checkpoint": str(plan.base_ckpt),
             "checkpoint_sha256": checkpoint_id,
+            "target": checkpoint_target(payload),
             "metrics": dict(payload["metrics"]),
         },
         data={
@@ -128,6 +137,10 @@ def signature_stage(cfg: DictConfig, plan: Plan, loggers: list) -> Signature:
             list(cfg.probe.reference_orders),
             len(corpus.vocab),
             baseline["prior_entropy_bits"],
+        )
+    if conditioning.m is not None:
+        signature.extra["conditional_memory"] = conditioning.record(
+            fitted.probe.views, fitted.results, offsets, baseline
         )
     signature.save(plan.run_dir)
     figure = save_figure(signature_figure(signature), plan.run_dir / "signature.png")

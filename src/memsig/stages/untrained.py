@@ -47,7 +47,9 @@ def untrained_signature(
         setup.device,
     )
     sets = position_sets(parts, trained.offsets, cfg.probe.val_fraction)
-    untrained_setup = dataclasses.replace(setup, moments=parts["probe_train"].cache)
+    untrained_setup = dataclasses.replace(  # the signature's views (no derived heads)
+        setup, views={v: setup.views[v] for v in trained.views}, moments=parts["probe_train"].cache
+    )
     run = fit_and_test(
         untrained_setup, sets, [identity, trained.probe["config"], trained.offsets, "untrained"]
     )
@@ -57,7 +59,7 @@ def untrained_signature(
         probe={**trained.probe, "epochs": run.epochs, **run.record},
         offsets=trained.offsets,
         baseline=trained.baseline,
-        views=view_scores(setup.views, trained.offsets, run.results, trained.baseline),
+        views=view_scores(untrained_setup.views, trained.offsets, run.results, trained.baseline),
     )
     signature.extra["summary"] = summarise(signature)
     directory = plan.run_dir / "untrained"
