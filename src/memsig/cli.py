@@ -13,8 +13,9 @@ import hydra
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
-from memsig.config import CONFIG_DIR
+from memsig.config import CONFIG_DIR, in_sweep
 from memsig.errors import MemsigError
+from memsig.objective import objective
 
 log = logging.getLogger("memsig")
 COMMANDS = {"compare": "memsig.char_report"}  # first argument -> module whose command(argv) runs
@@ -44,14 +45,19 @@ def _stop_on_sigterm(signum: int, frame: object) -> NoReturn:
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base="1.3")
 def hydra_run(cfg: DictConfig) -> float | None:
-    """Run the stages; returns the mean capacity over views (the value a sweeper optimises)."""
+    """Run the stages; returns the configured objective (the value a sweeper optimises)."""
     from memsig.pipeline import run
 
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         signature = run(cfg)
     except MemsigError as err:
-        _fail(err)
+        if not in_sweep():
+            _fail(err)
+        # a failed job of a sweep: say why, and let the launcher go on with the other jobs
+        log.error("%s", err)
+        print(f"memsig: error in job {cfg.paths.output_dir}: {err}", file=sys.stderr)
+        raise
     except SIGTERMException:
         print(
             f"memsig: interrupted (SIGTERM); run the same command with "
@@ -61,4 +67,4 @@ def hydra_run(cfg: DictConfig) -> float | None:
         raise SystemExit(143) from None
     if signature is None:
         return None
-    return sum(s.capacity for s in signature.views.values()) / len(signature.views)
+    return objective(signature, cfg.objective.metric, cfg.objective.view)

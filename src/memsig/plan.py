@@ -12,6 +12,7 @@ from memsig.data.corpus import Corpus
 from memsig.errors import ConfigError
 from memsig.models.checkpoint import build_network, load_base_checkpoint, restore_network
 from memsig.models.factorized import with_basis_ablations
+from memsig.objective import check_objective
 from memsig.probes.local_context import check_orders
 from memsig.probes.multi_offset import probe_views
 from memsig.probes.offsets import resolve_offsets, valid_positions
@@ -78,7 +79,8 @@ def prepare(cfg: DictConfig) -> Plan:
         else build_network(model_cfg, len(corpus.vocab))
     )
     ablate = cfg.probe.get("ablate_bases", False)
-    probe_views(with_basis_ablations(net, ablate).view_dims, optional_list(cfg.probe.views))
+    views = probe_views(with_basis_ablations(net, ablate).view_dims, optional_list(cfg.probe.views))
+    check_objective(cfg.objective.metric, cfg.objective.view, list(views))
     check_orders(cfg.probe.reference_orders, len(corpus.vocab))
     for part in ("probe_train", "probe_test"):
         if len(valid_positions(len(corpus.parts[part]), offsets)) < 2:
