@@ -71,7 +71,8 @@ class CharLM(L.LightningModule):
         self.val_nll.update(nll, weight=batch[1].numel())
 
     def on_validation_epoch_end(self) -> None:
-        self.log("val/bpc", nats_to_bits(self.val_nll.compute()), prog_bar=True)
+        # compute() reduces over DDP ranks; sync_dist only confirms the same value
+        self.log("val/bpc", nats_to_bits(self.val_nll.compute()), prog_bar=True, sync_dist=True)
         self.val_nll.reset()
 
     def configure_optimizers(self) -> torch.optim.Optimizer:

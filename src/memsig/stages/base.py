@@ -11,12 +11,14 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from memsig.data.streams import stream_loader
+from memsig.distributed import barrier, is_rank_zero
 from memsig.models.char_lm import CharLM
-from memsig.models.checkpoint import build_network, save_base_checkpoint
+from memsig.models.checkpoint import build_network, file_digest, save_base_checkpoint
 from memsig.models.ngram import bits_per_char
 from memsig.plan import Plan
 from memsig.resume import ResumeCheckpoint, resume_point
 from memsig.stages.trainer import make_trainer
+from memsig.tracking import log_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +58,12 @@ def train_base(cfg: DictConfig, plan: Plan, loggers: list) -> Path:
     state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
     lm.load_state_dict(state)
     metrics = {"val/bpc": float(best.best_model_score)}
-    save_base_checkpoint(
-        plan.base_ckpt, lm.net, model_cfg, list(corpus.vocab), corpus.unit, metrics
-    )
+    if is_rank_zero():
+        save_base_checkpoint(
+            plan.base_ckpt, lm.net, model_cfg, list(corpus.vocab), corpus.unit, metrics
+        )
+        log_checkpoint(loggers, plan.base_ckpt, file_digest(plan.base_ckpt), metrics)
+    barrier()  # every rank reads base.ckpt next
     log.info("base model: val/bpc %.4f, saved %s", metrics["val/bpc"], plan.base_ckpt)
     return plan.base_ckpt
 
@@ -73,5 +78,6 @@ def fit_by_counting(cfg: DictConfig, plan: Plan, loggers: list) -> Path:
     for logger in loggers:
         logger.log_metrics(metrics)
     save_base_checkpoint(plan.base_ckpt, net, model_cfg, list(corpus.vocab), corpus.unit, metrics)
+    log_checkpoint(loggers, plan.base_ckpt, file_digest(plan.base_ckpt), metrics)
     log.info("count model: val/bpc %.4f, saved %s", metrics["val/bpc"], plan.base_ckpt)
     return plan.base_ckpt

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -17,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from memsig.bases import basis_divergence, write_basis_report
 from memsig.chars import character_record, save_chars
 from memsig.data.corpus import Corpus
+from memsig.distributed import is_rank_zero, rank_zero_first
 from memsig.errors import ConfigError
 from memsig.models.checkpoint import file_digest, load_base_checkpoint, restore_network
 from memsig.models.factorized import with_basis_ablations
@@ -30,10 +32,11 @@ from memsig.probes.offsets import valid_positions
 from memsig.resume import ResumeCheckpoint, resume_point
 from memsig.signature import Signature, ViewScores
 from memsig.stages.trainer import make_trainer
-from memsig.state_cache import ExtractSettings, StateCache, build_cache
-from memsig.tracking import log_signature
+from memsig.state_cache import ExtractSettings, StateCache, build_cache, open_cache
+from memsig.tracking import log_signature, log_signature_artifact
 
 log = logging.getLogger(__name__)
+CACHE_WAIT_S = 6 * 3600  # how long other ranks wait for rank 0 to extract the states
 
 
 def signature_stage(cfg: DictConfig, plan: Plan, loggers: list) -> Signature:
@@ -65,13 +68,8 @@ def signature_stage(cfg: DictConfig, plan: Plan, loggers: list) -> Signature:
         "settings": vars(settings),
     }
     caches = {
-        part: build_cache(
-            net.views,
-            corpus.parts[part],
-            plan.run_dir / "cache" / part,
-            {**identity, "part": part},
-            settings,
-            device,
+        part: _shared_cache(
+            net, corpus.parts[part], plan.run_dir / "cache" / part, identity, settings, device
         )
         for part in ("probe_train", "probe_test")
     }
@@ -103,7 +101,7 @@ def signature_stage(cfg: DictConfig, plan: Plan, loggers: list) -> Signature:
         num_sanity_val_steps=0,
     )
     batch = cfg.probe.batch_size
-    probe.warm_start(position_loader(fit, batch, shuffle=False))
+    probe.warm_start(position_loader(fit, batch, shuffle=False, shard=False))
     trainer.fit(
         probe,
         position_loader(fit, batch, shuffle=True, seed=cfg.seed),
@@ -113,7 +111,6 @@ def signature_stage(cfg: DictConfig, plan: Plan, loggers: list) -> Signature:
     )
     trainer.test(probe, position_loader(test, batch, shuffle=False), verbose=False)
     chars = character_record(probe, test, corpus.vocab, cfg.probe.passage_chars, batch)
-    save_chars(plan.run_dir, chars)
 
     baseline = prior_baselines(targets_of(fit), targets_of(test), len(corpus.vocab))
     results = probe.test_results
@@ -157,12 +154,34 @@ def signature_stage(cfg: DictConfig, plan: Plan, loggers: list) -> Signature:
             len(corpus.vocab),
             baseline["prior_entropy_bits"],
         )
-    signature.save(plan.run_dir)
-    figure = save_figure(signature_figure(signature), plan.run_dir / "signature.png")
-    log_signature(loggers, signature, figure)
-    write_basis_report(signature, plan.run_dir, loggers)
-    log.info("signature written to %s", plan.run_dir / "signature.json")
+    if is_rank_zero():
+        chars_file = save_chars(plan.run_dir, chars)
+        files = signature.save(plan.run_dir)
+        figure = save_figure(signature_figure(signature), plan.run_dir / "signature.png")
+        log_signature(loggers, signature, figure)
+        write_basis_report(signature, plan.run_dir, loggers)
+        log_signature_artifact(
+            loggers, signature, [*files, figure, chars_file], plan.base_ckpt, not plan.reuse_ckpt
+        )
+        log.info("signature written to %s", plan.run_dir / "signature.json")
     return signature
+
+
+def _shared_cache(
+    net,
+    tokens: np.ndarray,
+    directory: Path,
+    identity: dict,
+    settings: ExtractSettings,
+    device: torch.device,
+) -> StateCache:
+    """The state cache of one part, extracted once by rank 0 and opened by every rank."""
+    identity = {**identity, "part": directory.name}
+    return rank_zero_first(
+        lambda: build_cache(net.views, tokens, directory, identity, settings, device),
+        lambda: open_cache(directory, identity),
+        timeout=CACHE_WAIT_S,
+    )
 
 
 def _position_sets(
