@@ -1,5 +1,7 @@
 """The `memsig` command and run.py: compose the Hydra config and run the pipeline, or run a
-named command given as the first argument (`memsig compare RUN_A RUN_B`)."""
+named command given as the first argument: `memsig compare RUN_A RUN_B` (two runs character
+by character), `memsig compare MULTIRUN_DIR` (the runs of a sweep, mean and interval over
+seeds)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import importlib
 import logging
 import signal
 import sys
+from pathlib import Path
 from typing import NoReturn
 
 import hydra
@@ -18,14 +21,18 @@ from memsig.errors import MemsigError
 from memsig.objective import objective
 
 log = logging.getLogger("memsig")
-COMMANDS = {"compare": "memsig.char_report"}  # first argument -> module whose command(argv) runs
+# first argument -> module whose command(argv) runs
+COMMANDS = {"compare": "memsig.char_report", "compare-sweep": "memsig.sweep_report"}
 
 
 def main() -> float | None:
     """`memsig NAME ARGS` runs a named command; anything else is a Hydra run."""
     if len(sys.argv) > 1 and sys.argv[1] in COMMANDS:
+        name, args = sys.argv[1], sys.argv[2:]
+        if name == "compare" and args and not (Path(args[0]) / "signature.json").is_file():
+            name = "compare-sweep"  # `memsig compare MULTIRUN_DIR`: not a run but a sweep
         try:
-            return importlib.import_module(COMMANDS[sys.argv[1]]).command(sys.argv[2:])
+            return importlib.import_module(COMMANDS[name]).command(args)
         except MemsigError as err:
             _fail(err)
     return hydra_run()

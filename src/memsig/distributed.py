@@ -6,6 +6,7 @@ outside the trainers asks these helpers instead of assuming one process."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -16,6 +17,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from memsig.errors import MemsigError
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 def is_rank_zero() -> bool:
@@ -36,7 +38,9 @@ def barrier() -> None:
         dist.barrier()
 
 
-def rank_zero_first(work: Callable[[], T], ready: Callable[[], T | None], timeout: float) -> T:
+def rank_zero_first(
+    work: Callable[[], T], ready: Callable[[], T | None], timeout: float, what: str
+) -> T:
     """Rank 0 does `work` (e.g. writes the state cache); the other ranks wait for it and then
     read the result with `ready`. Without a process group yet (ranks started by SLURM before
     the first trainer), they poll `ready` until it answers or `timeout` seconds pass."""
@@ -45,6 +49,7 @@ def rank_zero_first(work: Callable[[], T], ready: Callable[[], T | None], timeou
         barrier()
         return result
     barrier()
+    log.info("rank %d reads %s written by rank 0", rank_zero_only.rank, what)
     deadline = time.monotonic() + timeout
     while (result := ready()) is None:
         if time.monotonic() > deadline:

@@ -28,9 +28,12 @@ class CharLM(L.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer],
         vocab: list[str],
         unit: str = "char",
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.net = net
+        # a compiled forward function (not a module: the state dict keeps the network's keys)
+        self._forward = torch.compile(net.forward) if compile else net
         self.optimizer_factory = optimizer
         self.vocab = list(vocab)
         self.unit = unit
@@ -50,7 +53,7 @@ class CharLM(L.LightningModule):
         inputs, targets = batch
         if batch_idx == 0:
             self._state[split] = None
-        logits, state = self.net(inputs, self._state[split])
+        logits, state = self._forward(inputs, self._state[split])
         self._state[split] = detach_state(state)
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
 

@@ -30,7 +30,13 @@ def train_base(cfg: DictConfig, plan: Plan, loggers: list) -> Path:
     corpus, training = plan.corpus, cfg.model.training
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     net = build_network(model_cfg, len(corpus.vocab))
-    lm = CharLM(net, instantiate(cfg.model.optimizer), list(corpus.vocab), corpus.unit)
+    lm = CharLM(
+        net,
+        instantiate(cfg.model.optimizer),
+        list(corpus.vocab),
+        corpus.unit,
+        compile=cfg.get("compile", False),
+    )
     checkpoints = plan.run_dir / "checkpoints" / "lightning"
     best = ModelCheckpoint(
         dirpath=checkpoints,

@@ -181,6 +181,7 @@ def _shared_cache(
         lambda: build_cache(net.views, tokens, directory, identity, settings, device),
         lambda: open_cache(directory, identity),
         timeout=CACHE_WAIT_S,
+        what=f"the state cache {directory}",
     )
 
 
