@@ -30,6 +30,7 @@ format: $(STAMP)
 bench: $(STAMP)  ## benchmarks/ (ratios measured side by side)
 	$(PY) benchmarks/offsets_cost.py
 	$(PY) benchmarks/flstm_throughput.py
+	$(PY) benchmarks/lightning_overhead.py
 
 clean:
 	rm -rf $(VENV)

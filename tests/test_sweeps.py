@@ -16,7 +16,7 @@ from scipy import stats
 
 from conftest import TINY, TINY_MARKOV, run_command, wandb_records
 from memsig.cli import main
-from memsig.cluster import check_layout
+from memsig.cluster import check_layout, check_local_ddp_in_sweep
 from memsig.errors import ConfigError
 from memsig.objective import objective
 from memsig.plan import prepare
@@ -117,13 +117,18 @@ def test_compare_gathers_a_multirun_with_mean_and_interval_over_seeds(
 
 
 def test_optuna_search_optimises_the_configured_objective(tmp_path):
+    """Two trials over the search space of conf/hparams_search/optuna.yaml (embed, lr) plus
+    one from the command line (hidden); the best value is the best trial's objective."""
     sweep = tmp_path / "search"
+    searched = ("model.hidden=", "model.embed=", "model.optimizer.lr=")
+    fixed = [o for o in QUICK if not o.startswith(searched)]
     done = run_command(
         [
             "hparams_search=optuna",
             "hydra.sweeper.n_trials=2",
             "hydra.sweeper.sampler.seed=0",
-            *QUICK,
+            *fixed,
+            "model.hidden=choice(8,16)",
             "logger=none",
             "objective.view=layer1.h",
             f"hydra.sweep.dir={sweep}",
@@ -133,11 +138,11 @@ def test_optuna_search_optimises_the_configured_objective(tmp_path):
     result = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     capacities = [Signature.load(sweep / job).views["layer1.h"].capacity for job in ("0", "1")]
     assert result["best_value"] == pytest.approx(max(capacities))
-    hidden = {
-        yaml.safe_load((sweep / j / "config.yaml").read_text())["model"]["hidden"]
-        for j in ("0", "1")
-    }
-    assert hidden <= {32, 64, 128}  # the search space, not the QUICK default of 16
+    models = [yaml.safe_load((sweep / j / "config.yaml").read_text())["model"] for j in "01"]
+    for model in models:
+        assert model["hidden"] in (8, 16) and model["embed"] in (8, 16, 32)
+        assert 0.001 <= model["optimizer"]["lr"] <= 0.01
+    assert models[0]["optimizer"]["lr"] != models[1]["optimizer"]["lr"]
 
 
 def test_objective_picks_the_configured_number(tmp_path):
@@ -269,3 +274,10 @@ def test_an_objective_the_run_cannot_produce_fails_before_work(tiny_config, over
     with pytest.raises(ConfigError, match=words.replace(".", r"\.")):
         prepare(cfg)
     assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()
+
+
+def test_local_ddp_inside_a_sweep_is_refused():
+    with pytest.raises(ConfigError, match="hydra/launcher=slurm"):
+        check_local_ddp_in_sweep({"devices": 2, "num_nodes": 1}, in_sweep=True)
+    check_local_ddp_in_sweep({"devices": 2, "num_nodes": 1}, in_sweep=False)  # a single run
+    check_local_ddp_in_sweep({"devices": 1, "num_nodes": 1}, in_sweep=True)  # one process

@@ -34,3 +34,20 @@ def check_layout(launcher: Mapping, trainer: Mapping) -> None:
             f"hydra.launcher.nodes={nodes} but trainer.num_nodes={num_nodes}: set both to "
             "the number of nodes the job spans"
         )
+
+
+def check_local_ddp_in_sweep(trainer: Mapping, in_sweep: bool) -> None:
+    """Lightning starts local DDP processes by re-running the command line, which in a sweep
+    job would re-run the whole sweep in every process: refuse it before any work."""
+    from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
+
+    devices = trainer.get("devices", 1)
+    several = isinstance(devices, int) and devices * trainer.get("num_nodes", 1) > 1
+    started_outside = SLURMEnvironment.detect() or TorchElasticEnvironment.detect()
+    if in_sweep and several and not started_outside:
+        raise ConfigError(
+            f"trainer.devices={trainer.get('devices')} in a sweep on this machine: Lightning "
+            "would start each DDP process by re-running the whole sweep; run DDP sweeps with "
+            "hydra/launcher=slurm (SLURM starts the processes), or DDP runs one at a time "
+            "without -m"
+        )

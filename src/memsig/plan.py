@@ -7,7 +7,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from memsig.config import build
+from memsig.cluster import check_local_ddp_in_sweep
+from memsig.config import build, in_sweep
 from memsig.data.corpus import Corpus
 from memsig.errors import ConfigError
 from memsig.models.checkpoint import build_network, load_base_checkpoint, restore_network
@@ -38,6 +39,7 @@ def prepare(cfg: DictConfig) -> Plan:
     if cfg.stage not in STAGES:
         raise ConfigError(f"stage={cfg.stage}: must be one of {', '.join(STAGES)}")
     check_config(cfg)
+    check_local_ddp_in_sweep(cfg.trainer, in_sweep())
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     offsets = resolve_offsets(

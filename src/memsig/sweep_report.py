@@ -67,7 +67,7 @@ def interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float
 
 def summarise(
     groups: dict[str, list[Signature]], views: Sequence[str]
-) -> list[tuple[str, str, int | str, str, int, float, float, float]]:
+) -> list[tuple[str, str, int | None, str, int, float, float, float]]:
     """Rows of COLUMNS: per group, view and offset the accuracy and information over seeds,
     and per group and view the capacity."""
     rows = []
@@ -80,7 +80,7 @@ def summarise(
                     values = [getattr(sc, metric)[i] for sc in scores]
                     rows.append((label, view, k, metric, len(values), *interval(values)))
             capacities = [sc.capacity for sc in scores]
-            rows.append((label, view, "", "capacity", len(capacities), *interval(capacities)))
+            rows.append((label, view, None, "capacity", len(capacities), *interval(capacities)))
     return rows
 
 
