@@ -91,9 +91,13 @@ def main() -> None:
         variants["lightning+compile"] = partial(lightning_seconds, compile=True)
         variants["plain+compile"] = partial(plain_seconds, compile=True)
     times = {name: [] for name in variants}
-    for _ in range(args.rounds):
+    for round_ in range(args.rounds):
         for name, run in variants.items():
             times[name].append(run(copy.deepcopy(base), loader, args.steps, 1.0))
+        print(
+            f"round {round_ + 1}: " + ", ".join(f"{n} {t[-1]:.2f} s" for n, t in times.items()),
+            flush=True,
+        )
     median = {name: statistics.median(ts) for name, ts in times.items()}
     for name, seconds in median.items():
         print(
