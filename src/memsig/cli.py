@@ -9,7 +9,7 @@ import importlib
 import logging
 import signal
 import sys
-from pathlib import Path
+from itertools import takewhile
 from typing import NoReturn
 
 import hydra
@@ -29,8 +29,8 @@ def main() -> float | None:
     """`memsig NAME ARGS` runs a named command; anything else is a Hydra run."""
     if len(sys.argv) > 1 and sys.argv[1] in COMMANDS:
         name, args = sys.argv[1], sys.argv[2:]
-        if name == "compare" and args and not (Path(args[0]) / "signature.json").is_file():
-            name = "compare-sweep"  # `memsig compare MULTIRUN_DIR`: not a run but a sweep
+        if name == "compare" and len(list(takewhile(lambda a: not a.startswith("-"), args))) == 1:
+            name = "compare-sweep"  # `memsig compare MULTIRUN_DIR [options]`: one folder
         try:
             return importlib.import_module(COMMANDS[name]).command(args)
         except MemsigError as err:
