@@ -32,6 +32,7 @@ bench: $(STAMP)  ## benchmarks/ (ratios measured side by side)
 	$(PY) benchmarks/flstm_throughput.py
 	$(PY) benchmarks/fused_vs_loop.py
 	$(PY) benchmarks/extraction_cost.py
+	$(PY) benchmarks/lightning_overhead.py
 
 clean:
 	rm -rf $(VENV)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -84,3 +87,28 @@ def tiny_config(tmp_path):
 def shakespeare_dir() -> Path:
     assert (SHARED_DATA / "tinyshakespeare.txt").is_file(), f"missing {SHARED_DATA}"
     return SHARED_DATA
+
+
+def wandb_records(wandb_dir: Path) -> list[dict]:
+    """Every record of the one offline W&B run under wandb_dir, as wandb's own transaction-log
+    inspector (`wandb leet inspect --json`) prints them."""
+    (offline,) = Path(wandb_dir).glob("offline-run-*")
+    printed = subprocess.run(
+        [str(Path(sys.executable).parent / "wandb"), "leet", "inspect", "--json", str(offline)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout
+    return [json.loads(line) for line in printed.splitlines() if line.strip()]
+
+
+def run_command(args: list[str], env: dict | None = None, timeout: int = 600):
+    """`python run.py ARGS` in a fresh process, the way a user runs it."""
+    return subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "run.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )

@@ -103,20 +103,6 @@ def test_signature_stage_reuses_a_checkpoint(markov_run, tiny_config):
     assert signature.views["layer1.h"].accuracy[1] >= 0.9  # offset 0
 
 
-def test_wandb_offline_run_holds_the_signature_table(tiny_config, monkeypatch):
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    cfg = tiny_config("logger=wandb", "probe.max_offset=2", "model.training.max_epochs=1")
-    run(cfg)
-    runs = list((Path(cfg.paths.output_dir) / "wandb").glob("offline-run-*"))
-    assert len(runs) == 1
-    tables = list(runs[0].glob("files/media/table/signature/table_*.table.json"))
-    assert len(tables) == 1
-    table = json.loads(tables[0].read_text())
-    assert table["columns"][:5] == ["view", "offset", "accuracy", "xent_bits", "info_bits"]
-    assert len(table["data"]) == 3 * 3
-    assert list(runs[0].glob("files/media/images/signature/figure_*.png"))
-
-
 def test_gru_on_a_text_file(tiny_config, shakespeare_dir, tmp_path):
     text = (shakespeare_dir / "tinyshakespeare.txt").read_text()[:200_000]
     path = tmp_path / "play.txt"

@@ -77,7 +77,7 @@ def character_record(
     near = (test.positions >= start + offsets.min()) & (test.positions < stop + offsets.max())
     window = test.replaced(positions=test.positions[near])
     seen = 0
-    for features, targets in position_loader(window, batch_size, shuffle=False):
+    for features, targets in position_loader(window, batch_size, shuffle=False, shard=False):
         positions = window.positions[seen : seen + len(targets)]  # sorted, in loader order
         seen += len(targets)
         features = {v: x.to(device) for v, x in features.items()}

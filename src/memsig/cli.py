@@ -1,5 +1,7 @@
 """The `memsig` command and run.py: compose the Hydra config and run the pipeline, or run a
-named command given as the first argument (`memsig compare RUN_A RUN_B`, `memsig selfcheck`)."""
+named command given as the first argument: `memsig compare RUN_A RUN_B` (two runs character
+by character), `memsig compare MULTIRUN_DIR` (the runs of a sweep, mean and interval over
+seeds), `memsig selfcheck` (known-answer experiments)."""
 
 from __future__ import annotations
 
@@ -7,27 +9,34 @@ import importlib
 import logging
 import signal
 import sys
+from itertools import takewhile
 from typing import NoReturn
 
 import hydra
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
-from memsig.config import CONFIG_DIR
+from memsig.config import CONFIG_DIR, in_sweep
 from memsig.errors import MemsigError
+from memsig.objective import objective
 
 log = logging.getLogger("memsig")
+# first argument -> module whose command(argv) runs
 COMMANDS = {
     "compare": "memsig.char_report",
+    "compare-sweep": "memsig.sweep_report",
     "selfcheck": "memsig.selfcheck",
-}  # first argument -> module whose command(argv) runs
+}
 
 
 def main() -> float | None:
     """`memsig NAME ARGS` runs a named command; anything else is a Hydra run."""
     if len(sys.argv) > 1 and sys.argv[1] in COMMANDS:
+        name, args = sys.argv[1], sys.argv[2:]
+        if name == "compare" and len(list(takewhile(lambda a: not a.startswith("-"), args))) == 1:
+            name = "compare-sweep"  # `memsig compare MULTIRUN_DIR [options]`: one folder
         try:
-            return importlib.import_module(COMMANDS[sys.argv[1]]).command(sys.argv[2:])
+            return importlib.import_module(COMMANDS[name]).command(args)
         except MemsigError as err:
             _fail(err)
     return hydra_run()
@@ -47,14 +56,19 @@ def _stop_on_sigterm(signum: int, frame: object) -> NoReturn:
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base="1.3")
 def hydra_run(cfg: DictConfig) -> float | None:
-    """Run the stages; returns the mean capacity over views (the value a sweeper optimises)."""
+    """Run the stages; returns the configured objective (the value a sweeper optimises)."""
     from memsig.pipeline import run
 
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         signature = run(cfg)
     except MemsigError as err:
-        _fail(err)
+        if not in_sweep():
+            _fail(err)
+        # a failed job of a sweep: say why, and let the launcher go on with the other jobs
+        log.error("%s", err)
+        print(f"memsig: error in job {cfg.paths.output_dir}: {err}", file=sys.stderr)
+        raise
     except SIGTERMException:
         print(
             f"memsig: interrupted (SIGTERM); run the same command with "
@@ -64,4 +78,4 @@ def hydra_run(cfg: DictConfig) -> float | None:
         raise SystemExit(143) from None
     if signature is None:
         return None
-    return sum(s.capacity for s in signature.views.values()) / len(signature.views)
+    return objective(signature, cfg.objective.metric, cfg.objective.view)

@@ -8,6 +8,7 @@ from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from memsig.atomic import write_text_atomic
+from memsig.distributed import is_rank_zero
 from memsig.plan import prepare
 from memsig.signature import Signature
 from memsig.stages.base import train_base
@@ -19,7 +20,8 @@ def run(cfg: DictConfig) -> Signature | None:
     """Run the configured stages; returns the signature when one was computed."""
     plan = prepare(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    write_text_atomic(plan.run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    if is_rank_zero():
+        write_text_atomic(plan.run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     loggers = build_loggers(cfg.get("logger"), OmegaConf.to_container(cfg, resolve=True))
     status = "failed"
     threads = torch.get_num_threads()

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from memsig.config import build
+from memsig.cluster import check_local_ddp_in_sweep
+from memsig.config import build, in_sweep
 from memsig.data.corpus import Corpus
 from memsig.data.speech import SpeechCorpus
 from memsig.errors import ConfigError
@@ -19,6 +20,7 @@ from memsig.models.checkpoint import (
     restore_network,
 )
 from memsig.models.factorized import with_basis_ablations
+from memsig.objective import check_objective
 from memsig.probes.bootstrap import check_documents, document_ids
 from memsig.probes.local_context import check_orders
 from memsig.probes.mdl import block_ends
@@ -46,6 +48,7 @@ def prepare(cfg: DictConfig) -> Plan:
     if cfg.stage not in STAGES:
         raise ConfigError(f"stage={cfg.stage}: must be one of {', '.join(STAGES)}")
     check_config(cfg)
+    check_local_ddp_in_sweep(cfg.trainer, in_sweep())
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     offsets = resolve_offsets(
@@ -95,7 +98,8 @@ def prepare(cfg: DictConfig) -> Plan:
         else build_network(model_cfg, len(corpus.vocab))
     )
     ablate = cfg.probe.get("ablate_bases", False)
-    probe_views(with_basis_ablations(net, ablate).view_dims, optional_list(cfg.probe.views))
+    views = probe_views(with_basis_ablations(net, ablate).view_dims, optional_list(cfg.probe.views))
+    check_objective(cfg.objective.metric, cfg.objective.view, list(views))
     check_orders(cfg.probe.reference_orders, len(corpus.vocab))
     if isinstance(corpus, SpeechCorpus):
         if cfg.probe.get("condition_on") is not None:

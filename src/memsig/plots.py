@@ -214,3 +214,30 @@ def layer_curves_figure(signature: Signature, views: Sequence[str]) -> plt.Figur
     subset = replace(signature, views={v: signature.views[v] for v in views}, extra={})
     model, data = signature.model, signature.data
     return signature_figure(subset, f"per-layer curves: {model.get('name')} on {data.get('name')}")
+
+
+def sweep_figure(rows: Sequence[Sequence], offsets: Sequence[int], title: str) -> plt.Figure:
+    """Overlay of a sweep's groups: accuracy and information against offset, one line per
+    group and view (mean over seeds), the 95% interval shaded where there are several seeds.
+    `rows` are memsig.sweep_report.COLUMNS rows."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    xs = sorted(offsets)
+    for ax, metric, ylabel in zip(
+        axes, ("accuracy", "info_bits"), ("probe accuracy", "information (bits)"), strict=True
+    ):
+        lines: dict[tuple[str, str], dict[int, tuple]] = {}
+        for group, view, k, name, _n, mean, low, high in rows:
+            if name == metric:
+                lines.setdefault((group, view), {})[k] = (mean, low, high)
+        for (group, view), points in lines.items():
+            mean, low, high = (np.array([points[k][j] for k in xs]) for j in range(3))
+            (line,) = ax.plot(xs, mean, marker="o", ms=3, label=f"{group} {view}")
+            if np.isfinite(low).all():
+                ax.fill_between(xs, low, high, color=line.get_color(), alpha=0.2)
+        ax.set(xlabel="offset k (steps back; < 0 ahead)", ylabel=ylabel)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylim(0, 1.02)
+    axes[1].legend(fontsize=7, loc="upper right")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

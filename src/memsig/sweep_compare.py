@@ -65,6 +65,8 @@ class CompareCharsAfterSweep(Callback):
         for entry in logger_cfg.values():
             if isinstance(entry, dict) and "save_dir" in entry:
                 entry["save_dir"] = str(out)
+            if isinstance(entry, dict) and "group" in entry:  # W&B: beside the sweep's jobs
+                entry.update(group=out.parent.name, name=OUT_DIR)
         loggers = build_loggers(OmegaConf.create(logger_cfg), {"compare": [str(run_a), str(run_b)]})
         status = "failed"
         try:

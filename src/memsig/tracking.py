@@ -163,3 +163,63 @@ def log_report(
                 {f"{name}/table": table, f"{name}/figure": wandb.Image(str(figure))}
             )
         logger.save()
+
+
+def checkpoint_artifact(checkpoint: Path, sha256: str, metrics: Mapping[str, float]):
+    """The base checkpoint as a W&B model artifact, named by its content digest (the same
+    file is the same artifact in every run that trains or reuses it)."""
+    import wandb
+
+    artifact = wandb.Artifact(
+        f"base-{sha256[:16]}", type="model", metadata={"sha256": sha256, **dict(metrics)}
+    )
+    artifact.add_file(str(checkpoint), name="base.ckpt")
+    return artifact
+
+
+def log_checkpoint(loggers: list[Logger], checkpoint: Path, sha256: str, metrics: Mapping) -> None:
+    """The base stage's output: the trained checkpoint as an artifact of this run."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            logger.experiment.log_artifact(checkpoint_artifact(checkpoint, sha256, metrics))
+
+
+def log_signature_artifact(
+    loggers: list[Logger],
+    signature: Signature,
+    files: Sequence[Path],
+    checkpoint: Path,
+    checkpoint_logged: bool,
+) -> None:
+    """The signature files as a W&B artifact with lineage to the checkpoint they measure.
+
+    Online, the run declares the checkpoint artifact as its input (`use_artifact`), so W&B
+    draws checkpoint -> run -> signature. Offline runs cannot declare inputs (the W&B SDK
+    refuses `use_artifact` offline): the checkpoint artifact is logged by the run (unless the
+    base stage already did) and the signature artifact names it in its metadata
+    (`checkpoint_artifact`, `checkpoint_sha256`)."""
+    sha256 = signature.model["checkpoint_sha256"]
+    for logger in loggers:
+        if not isinstance(logger, WandbLogger):
+            continue
+        import wandb
+
+        run = logger.experiment
+        model = checkpoint_artifact(checkpoint, sha256, signature.model["metrics"])
+        if not run.offline:
+            run.use_artifact(model)
+        elif not checkpoint_logged:
+            run.log_artifact(model)
+        capacities = {view: scores.capacity for view, scores in signature.views.items()}
+        artifact = wandb.Artifact(
+            f"signature-{run.id}",
+            type="signature",
+            metadata={
+                "checkpoint_artifact": model.name,
+                "checkpoint_sha256": sha256,
+                "capacity": capacities,
+            },
+        )
+        for path in files:
+            artifact.add_file(str(path), name=Path(path).name)
+        run.log_artifact(artifact)

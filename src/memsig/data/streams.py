@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from memsig.distributed import shard
 from memsig.errors import ConfigError
 
 IGNORE = -100  # label of a step without a target (cross_entropy's default ignore_index)
@@ -41,10 +42,21 @@ class StreamChunks(Dataset):
         return -(-self.inputs.shape[1] // self.seq_len)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Chunk i; under DDP each rank gets its own rows (rank, rank + world, ...), so the
+        ranks together take the same step as one process with every row."""
         window = slice(i * self.seq_len, (i + 1) * self.seq_len)
-        return self.inputs[:, window], self.targets[:, window]
+        rank, world = shard()
+        rows = slice(rank, None, world)
+        return self.inputs[rows, window], self.targets[rows, window]
 
 
 def stream_loader(tokens: np.ndarray, rows: int, seq_len: int, target: int = -1) -> DataLoader:
-    """An ordered loader of whole chunks (no shuffling: chunk order carries the state)."""
-    return DataLoader(StreamChunks(tokens, rows, seq_len, target), batch_size=None, shuffle=False)
+    """An ordered loader of whole chunks (no shuffling: chunk order carries the state); pinned
+    memory when a GPU will read the batches (faster, asynchronous host-to-device copies).
+    No worker processes: chunks are slices of one in-memory tensor, cheaper than any IPC."""
+    return DataLoader(
+        StreamChunks(tokens, rows, seq_len, target),
+        batch_size=None,
+        shuffle=False,
+        pin_memory=torch.cuda.is_available(),
+    )

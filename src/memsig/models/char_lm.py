@@ -35,9 +35,12 @@ class CharLM(L.LightningModule):
         vocab: list[str],
         unit: str = "char",
         target: int = -1,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.net = net
+        # a compiled forward function (not a module: the state dict keeps the network's keys)
+        self._forward = torch.compile(net.forward) if compile else net
         self.optimizer_factory = optimizer
         self.vocab = list(vocab)
         self.unit = unit
@@ -58,7 +61,7 @@ class CharLM(L.LightningModule):
         inputs, targets = batch
         if batch_idx == 0:
             self._state[split] = None
-        logits, state = self.net(inputs, self._state[split])
+        logits, state = self._forward(inputs, self._state[split])
         self._state[split] = detach_state(state)
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
 
@@ -79,7 +82,8 @@ class CharLM(L.LightningModule):
         self.val_nll.update(nll, weight=(batch[1] != IGNORE).sum())
 
     def on_validation_epoch_end(self) -> None:
-        self.log("val/bpc", nats_to_bits(self.val_nll.compute()), prog_bar=True)
+        # compute() reduces over DDP ranks; sync_dist only confirms the same value
+        self.log("val/bpc", nats_to_bits(self.val_nll.compute()), prog_bar=True, sync_dist=True)
         self.val_nll.reset()
 
     def configure_optimizers(self) -> torch.optim.Optimizer:

@@ -74,12 +74,13 @@ def fit_and_test(
         probe = RidgeProbe(
             setup.views, num_offsets, setup.num_classes, *moments, list(cfg.probe.ridge.strengths)
         ).to(setup.device)
-        probe.fit(
-            position_loader(fit, batch, shuffle=False), position_loader(val, batch, shuffle=False)
+        probe.fit(  # closed form: every rank solves on all the data, identically
+            position_loader(fit, batch, shuffle=False, shard=False),
+            position_loader(val, batch, shuffle=False, shard=False),
         )
         if documents is not None:
             probe.keep_document_sums(documents)
-        probe.test(position_loader(test, batch, shuffle=False))
+        probe.test(position_loader(test, batch, shuffle=False, shard=False))
         record = {
             name: {v: getattr(probe, name)[i].tolist() for i, v in enumerate(probe.views)}
             for name in ("strength", "temperature")
@@ -107,7 +108,7 @@ def fit_and_test(
         enable_checkpointing=False,
         num_sanity_val_steps=0,
     )
-    trained.warm_start(position_loader(fit, batch, shuffle=False))
+    trained.warm_start(position_loader(fit, batch, shuffle=False, shard=False))
     trainer.fit(
         trained,
         position_loader(fit, batch, shuffle=True, seed=cfg.seed),

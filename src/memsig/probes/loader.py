@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from memsig.distributed import shard
 from memsig.probes.offsets import offset_targets
 
 
@@ -72,18 +73,30 @@ class PositionBatches(Dataset):
 
 class EpochBatches(Sampler[list[int]]):
     """Batches of indices; when shuffled, epoch e's order depends only on (seed, e), so a run
-    resumed from a checkpoint sees the same batches as one that never stopped."""
+    resumed from a checkpoint sees the same batches as one that never stopped.
 
-    def __init__(self, size: int, batch_size: int, shuffle: bool, seed: int = 0) -> None:
+    With `shard` under DDP every batch is split across the ranks (rank r takes items r,
+    r + world, ...): together they see each position once, and their averaged gradients are
+    the gradient of the whole batch, as in a single process. A batch smaller than the world
+    size is dropped (no rank may get an empty batch)."""
+
+    def __init__(
+        self, size: int, batch_size: int, shuffle: bool, seed: int = 0, shard: bool = True
+    ) -> None:
         self.size, self.batch_size, self.shuffle, self.seed = size, batch_size, shuffle, seed
+        self.shard = shard
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         """Called by Lightning at the start of every epoch."""
         self.epoch = epoch
 
+    def _world(self) -> tuple[int, int]:
+        return shard() if self.shard else (0, 1)
+
     def __len__(self) -> int:
-        return -(-self.size // self.batch_size)
+        full, rest = divmod(self.size, self.batch_size)
+        return full + (rest >= self._world()[1])
 
     def __iter__(self) -> Iterator[list[int]]:
         if self.shuffle:
@@ -91,15 +104,21 @@ class EpochBatches(Sampler[list[int]]):
             order = torch.randperm(self.size, generator=generator)
         else:
             order = torch.arange(self.size)
-        yield from (chunk.tolist() for chunk in order.split(self.batch_size))
+        rank, world = self._world()
+        for chunk in order.split(self.batch_size):
+            if len(chunk) >= world:
+                yield chunk[rank::world].tolist()
 
 
 def position_loader(
-    dataset: PositionBatches, batch_size: int, shuffle: bool, seed: int = 0
+    dataset: PositionBatches, batch_size: int, shuffle: bool, seed: int = 0, shard: bool = True
 ) -> DataLoader:
-    """Whole batches are read at once (sorted positions), shuffled per epoch if asked."""
-    sampler = EpochBatches(len(dataset), batch_size, shuffle, seed)
-    return DataLoader(dataset, sampler=sampler, batch_size=None)
+    """Whole batches are read at once (sorted positions), shuffled per epoch if asked, split
+    across DDP ranks unless `shard=False` (a pass every rank makes over all the data)."""
+    sampler = EpochBatches(len(dataset), batch_size, shuffle, seed, shard)
+    return DataLoader(
+        dataset, sampler=sampler, batch_size=None, pin_memory=torch.cuda.is_available()
+    )
 
 
 def targets_of(dataset: PositionBatches) -> np.ndarray:

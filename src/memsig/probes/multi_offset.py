@@ -98,8 +98,11 @@ class FusedProbe(TestScoring, L.LightningModule):
         xent = self.val_scores.results()["xent_bits"].to(self.best_val_xent)
         self.val_scores.reset()
         self.keep_best(xent)
-        self.log("probe/val/xent_bits", xent.mean())
-        self.log("probe/val/best_xent_bits", self.best_val_xent.mean(), prog_bar=True)
+        # already reduced over DDP ranks by the metric: sync_dist only confirms the same value
+        self.log("probe/val/xent_bits", xent.mean(), sync_dist=True)
+        self.log(
+            "probe/val/best_xent_bits", self.best_val_xent.mean(), prog_bar=True, sync_dist=True
+        )
 
     @torch.no_grad()
     def keep_best(self, xent: torch.Tensor) -> None:

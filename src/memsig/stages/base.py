@@ -9,13 +9,15 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from memsig.data.streams import stream_loader
+from memsig.distributed import barrier, is_rank_zero
 from memsig.models.char_lm import CharLM
-from memsig.models.checkpoint import build_network, save_base_checkpoint
+from memsig.models.checkpoint import build_network, file_digest, save_base_checkpoint
 from memsig.models.ngram import bits_per_char
 from memsig.plan import Plan, optional_list
 from memsig.stages.ctc import train_ctc
 from memsig.stages.trainer import fit_best
 from memsig.state_cache import ExtractSettings
+from memsig.tracking import log_checkpoint
 from memsig.training_signature import SignatureDuringTraining
 
 log = logging.getLogger(__name__)
@@ -31,16 +33,24 @@ def train_base(cfg: DictConfig, plan: Plan, loggers: list) -> Path:
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     net = build_network(model_cfg, len(corpus.vocab))
     lm = CharLM(
-        net, instantiate(cfg.model.optimizer), list(corpus.vocab), corpus.unit, corpus.target
+        net,
+        instantiate(cfg.model.optimizer),
+        list(corpus.vocab),
+        corpus.unit,
+        corpus.target,
+        compile=cfg.get("compile", False),
     )
     train = stream_loader(corpus.parts["train"], training.batch_size, training.bptt, corpus.target)
     val = stream_loader(corpus.parts["val"], training.batch_size, training.bptt, corpus.target)
     callbacks = _signatures_during_training(cfg, plan, loggers)
     score = fit_best(cfg, plan, loggers, lm, train, val, "val/bpc", callbacks)
     metrics = {"val/bpc": score}
-    save_base_checkpoint(
-        plan.base_ckpt, lm.net, model_cfg, list(corpus.vocab), corpus.unit, metrics, lm.target
-    )
+    if is_rank_zero():
+        save_base_checkpoint(
+            plan.base_ckpt, lm.net, model_cfg, list(corpus.vocab), corpus.unit, metrics, lm.target
+        )
+        log_checkpoint(loggers, plan.base_ckpt, file_digest(plan.base_ckpt), metrics)
+    barrier()  # every rank reads base.ckpt next
     log.info("base model: val/bpc %.4f, saved %s", metrics["val/bpc"], plan.base_ckpt)
     return plan.base_ckpt
 
@@ -75,5 +85,6 @@ def fit_by_counting(cfg: DictConfig, plan: Plan, loggers: list) -> Path:
     for logger in loggers:
         logger.log_metrics(metrics)
     save_base_checkpoint(plan.base_ckpt, net, model_cfg, list(corpus.vocab), corpus.unit, metrics)
+    log_checkpoint(loggers, plan.base_ckpt, file_digest(plan.base_ckpt), metrics)
     log.info("count model: val/bpc %.4f, saved %s", metrics["val/bpc"], plan.base_ckpt)
     return plan.base_ckpt

@@ -13,11 +13,14 @@ from torch import nn
 
 from memsig.data.corpus import Corpus
 from memsig.data.speech import SpeechCorpus
+from memsig.distributed import rank_zero_first
 from memsig.errors import ConfigError
 from memsig.frame_cache import build_frame_cache
 from memsig.probes.loader import PositionBatches
 from memsig.probes.offsets import valid_positions
-from memsig.state_cache import ExtractSettings, StateCache, build_cache
+from memsig.state_cache import ExtractSettings, StateCache, build_cache, open_cache
+
+CACHE_WAIT_S = 6 * 3600  # how long other DDP ranks wait for rank 0 to extract the states
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,7 @@ def probe_parts(
             )
         else:
             tokens = corpus.parts[part]
-            cache = build_cache(net.views, tokens, directory, part_identity, settings, device)
+            cache = _shared_cache(net, tokens, directory, part_identity, settings, device)
             parts[part] = ProbePart(
                 cache, tokens, np.asarray(valid_positions(len(tokens), offsets))
             )
@@ -101,4 +104,21 @@ def position_sets(parts: dict[str, ProbePart], offsets: list[int], val_fraction:
         train.batches(fit_positions, offs),
         train.batches(val_positions, offs),
         test.batches(test.positions, offs),
+    )
+
+
+def _shared_cache(
+    net: nn.Module,
+    tokens: np.ndarray,
+    directory: Path,
+    identity: dict,
+    settings: ExtractSettings,
+    device: torch.device,
+) -> StateCache:
+    """The state cache of one part, extracted once by rank 0 and opened by every DDP rank."""
+    return rank_zero_first(
+        lambda: build_cache(net.views, tokens, directory, identity, settings, device),
+        lambda: open_cache(directory, identity),
+        timeout=CACHE_WAIT_S,
+        what=f"the state cache {directory}",
     )

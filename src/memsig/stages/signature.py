@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from memsig.bases import basis_divergence, write_basis_report
 from memsig.chars import character_record, save_chars
+from memsig.distributed import is_rank_zero
 from memsig.layers import write_layer_report
 from memsig.models.checkpoint import (
     checkpoint_target,
@@ -35,7 +36,7 @@ from memsig.stages.online_code import online_code
 from memsig.stages.probe_parts import position_sets, probe_parts
 from memsig.stages.untrained import untrained_signature
 from memsig.state_cache import ExtractSettings
-from memsig.tracking import log_signature
+from memsig.tracking import log_signature, log_signature_artifact
 
 log = logging.getLogger(__name__)
 
@@ -78,11 +79,11 @@ def signature_stage(cfg: DictConfig, plan: Plan, loggers: list) -> Signature:
     documents = test_documents(cfg, test, parts["probe_test"].blocks)
     probe_key = [identity, probe_cfg, offsets]
     fitted = fit_and_test(setup, sets, probe_key, loggers, documents)
+    chars = None
     if corpus.unit == "char":
         chars = character_record(
             fitted.probe, test, corpus.vocab, cfg.probe.passage_chars, cfg.probe.batch_size
         )
-        save_chars(plan.run_dir, chars)
 
     baseline = prior_baselines(targets_of(fit), targets_of(test), num_classes)
     signature = Signature(
@@ -142,12 +143,18 @@ def signature_stage(cfg: DictConfig, plan: Plan, loggers: list) -> Signature:
         signature.extra["conditional_memory"] = conditioning.record(
             fitted.probe.views, fitted.results, offsets, baseline
         )
-    signature.save(plan.run_dir)
-    figure = save_figure(signature_figure(signature), plan.run_dir / "signature.png")
-    log_signature(loggers, signature, figure)
-    write_basis_report(signature, plan.run_dir, loggers)
-    write_layer_report(signature, plan.run_dir, loggers)
-    log.info("signature written to %s", plan.run_dir / "signature.json")
+    if is_rank_zero():
+        files = [*signature.save(plan.run_dir)]
+        if chars is not None:
+            files.append(save_chars(plan.run_dir, chars))
+        figure = save_figure(signature_figure(signature), plan.run_dir / "signature.png")
+        log_signature(loggers, signature, figure)
+        write_basis_report(signature, plan.run_dir, loggers)
+        write_layer_report(signature, plan.run_dir, loggers)
+        log_signature_artifact(
+            loggers, signature, [*files, figure], plan.base_ckpt, not plan.reuse_ckpt
+        )
+        log.info("signature written to %s", plan.run_dir / "signature.json")
     return signature
 
 

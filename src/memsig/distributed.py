@@ -1,0 +1,62 @@
+"""What each process of a distributed (DDP) run does: its share of every batch, whether it
+writes files, and waiting for rank 0 to finish shared work (checkpoint, state cache).
+
+Every rank runs the whole pipeline (Lightning's launcher or srun starts them), so code
+outside the trainers asks these helpers instead of assuming one process."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import torch.distributed as dist
+from lightning.pytorch.utilities import rank_zero_only
+
+from memsig.errors import MemsigError
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+def is_rank_zero() -> bool:
+    """True in the process that writes files and logs (the only one without DDP)."""
+    return rank_zero_only.rank == 0
+
+
+def shard() -> tuple[int, int]:
+    """(rank, world size) of the running process group, (0, 1) outside one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op outside a process group)."""
+    if shard()[1] > 1:
+        dist.barrier()
+
+
+def rank_zero_first(
+    work: Callable[[], T], ready: Callable[[], T | None], timeout: float, what: str
+) -> T:
+    """Rank 0 does `work` (e.g. writes the state cache); the other ranks wait for it and then
+    read the result with `ready`. Without a process group yet (ranks started by SLURM before
+    the first trainer), they poll `ready` until it answers or `timeout` seconds pass."""
+    if is_rank_zero():
+        result = work()
+        barrier()
+        return result
+    barrier()
+    log.info("rank %d reads %s written by rank 0", rank_zero_only.rank, what)
+    deadline = time.monotonic() + timeout
+    while (result := ready()) is None:
+        if time.monotonic() > deadline:
+            raise MemsigError(
+                f"rank {rank_zero_only.rank} waited {timeout:.0f} s for rank 0's shared files "
+                "and none appeared: check rank 0's log, and that the run dir is on a "
+                "filesystem every node sees"
+            )
+        time.sleep(1.0)
+    return result
