@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -10,6 +12,7 @@ from memsig.pipeline import run
 from memsig.probes.conditional import ConditionedBatches, Conditioning, context_onehot
 from memsig.probes.loader import PositionBatches, position_loader
 from memsig.signature import Signature
+from memsig.state_cache import StateCache
 
 
 def test_context_onehot_matches_a_loop():
@@ -42,8 +45,9 @@ def test_derived_views_and_their_moments():
     np.testing.assert_array_equal(features["h+last2"][:, 3:], features["last2"])
     mean = {"h": states["h"][positions].mean(0)}
     cov = {"h": np.cov(states["h"][positions].T, bias=True)}
-    cache = type("Cache", (), {"mean": mean, "cov": cov})()
-    got_mean, got_cov = conditioning.moments(data, cache, batch_size=64)
+    cache = StateCache(Path("unused"), states, mean, cov)
+    moments = conditioning.moments(data, cache, batch_size=64)
+    got_mean, got_cov = moments.mean, moments.cov
     joined = np.concatenate([states["h"][positions], context_onehot(tokens, positions, 2, 4)], 1)
     np.testing.assert_allclose(got_mean["h+last2"], joined.mean(0), atol=1e-6)
     np.testing.assert_allclose(got_cov["h+last2"], np.cov(joined.T, bias=True), atol=1e-6)

@@ -38,8 +38,12 @@ def test_ddp_on_two_processes_matches_one_process(tmp_path):
     )
     # the probe stage: positions split per batch; test scores summed over ranks
     assert ddp["data"]["probe_test_tokens"] == single["data"]["probe_test_tokens"]
+    # Same steps up to float summation order, which Adam carries into the weights: the
+    # cross-entropy (continuous) must agree closely; accuracy of a head near chance can flip
+    # argmax ties, so it gets a looser bound.
     for view, scores in single["views"].items():
-        assert ddp["views"][view]["accuracy"] == pytest.approx(scores["accuracy"], abs=0.02)
+        assert ddp["views"][view]["xent_bits"] == pytest.approx(scores["xent_bits"], abs=0.03)
+        assert ddp["views"][view]["accuracy"] == pytest.approx(scores["accuracy"], abs=0.05)
         assert ddp["views"][view]["capacity"] == pytest.approx(scores["capacity"], rel=0.02)
 
     # rank 1 read the cache rank 0 wrote, and wrote no files of its own
