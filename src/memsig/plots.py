@@ -185,6 +185,9 @@ def training_heatmap(steps: Sequence[int], offsets: Sequence[int], info: dict) -
     return fig
 
 
+ANNOTATED_OFFSETS = 16  # heatmap cells carry their value up to this many offsets (then unreadable)
+
+
 def layer_heatmap_figure(signature: Signature, views: Sequence[str]) -> plt.Figure:
     """Views (rows, input to output) x offsets (columns): probe accuracy and information."""
     offsets = signature.offsets
@@ -196,7 +199,7 @@ def layer_heatmap_figure(signature: Signature, views: Sequence[str]) -> plt.Figu
     ):
         grid = np.array([[getattr(signature.views[v], metric)[i] for i in order] for v in views])
         image = ax.imshow(grid, cmap="viridis", aspect="auto", vmin=min(0.0, grid.min()))
-        for (row, col), value in np.ndenumerate(grid):
+        for (row, col), value in np.ndenumerate(grid if len(order) <= ANNOTATED_OFFSETS else []):
             shade = "black" if value > grid.max() * 0.6 else "white"
             ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=7, color=shade)
         ax.set_xticks(range(len(order)), [offsets[i] for i in order])

@@ -95,8 +95,15 @@ def head_statistics(
     logits: list[torch.Tensor], targets: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """What HeadScores.update takes: cross-entropy, hits, and the targets."""
-    hits = torch.stack([z.argmax(-1) == targets for z in logits])
+    hits = torch.stack([_predictions(z) == targets for z in logits])
     return head_losses(logits, targets), hits, targets
+
+
+def _predictions(logits: torch.Tensor) -> torch.Tensor:
+    """Argmax class [batch, offsets] of logits [batch, offsets, classes]. Class-major heads
+    give a transposed view, and a contiguous copy then argmax over the last axis is several
+    times faster than argmax across a strided axis."""
+    return logits.contiguous().argmax(-1)
 
 
 class TestScoring:
