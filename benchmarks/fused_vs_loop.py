@@ -20,7 +20,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
 
@@ -29,6 +28,7 @@ from memsig.models.recurrent import StackedRNN
 from memsig.probes.loader import PositionBatches, position_loader
 from memsig.probes.multi_offset import MultiOffsetProbe
 from memsig.probes.offsets import valid_positions
+from memsig.stages.trainer import quiet_trainer
 from memsig.state_cache import ExtractSettings, StateCache, build_cache
 
 SPLIT = {"train": 0.05, "val": 0.05, "probe_train": 0.8, "probe_test": 0.1}
@@ -44,15 +44,7 @@ def train_probe(cache: StateCache, tokens: np.ndarray, offsets: list[int], epoch
     cut = int(0.9 * len(positions))
     data = functools.partial(PositionBatches, cache.views, tokens, offsets=np.asarray(offsets))
     fit, val = data(positions=positions[:cut]), data(positions=positions[cut:])
-    trainer = L.Trainer(
-        max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        accelerator="cpu",
-    )
+    trainer = quiet_trainer(epochs, accelerator="cpu")
     probe.warm_start(position_loader(fit, 1024, shuffle=False))
     trainer.fit(
         probe, position_loader(fit, 1024, shuffle=True), position_loader(val, 1024, shuffle=False)

@@ -18,6 +18,7 @@ from memsig.probes.mlp import MLPProbe, OffsetMLPs
 from memsig.probes.multi_offset import FusedProbe, MultiOffsetProbe
 from memsig.probes.offsets import valid_positions
 from memsig.probes.ridge import RidgeProbe
+from memsig.stages.trainer import quiet_trainer
 
 
 def moments(x: np.ndarray) -> tuple[dict, dict]:
@@ -111,14 +112,7 @@ def test_fused_mlps_equal_separate_mlps():
 
 
 def train(probe: FusedProbe, fit: PositionBatches, test: PositionBatches, epochs: int) -> dict:
-    trainer = L.Trainer(
-        max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
+    trainer = quiet_trainer(epochs)
     probe.warm_start(position_loader(fit, 256, shuffle=False))
     trainer.fit(probe, position_loader(fit, 256, shuffle=True), position_loader(fit, 1024, False))
     trainer.test(probe, position_loader(test, 1024, shuffle=False), verbose=False)

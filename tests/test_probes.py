@@ -20,6 +20,7 @@ from memsig.probes.baselines import prior_baselines
 from memsig.probes.loader import PositionBatches, position_loader, targets_of
 from memsig.probes.multi_offset import MultiOffsetProbe
 from memsig.probes.offsets import offset_targets, resolve_offsets, valid_positions
+from memsig.stages.trainer import quiet_trainer
 from memsig.state_cache import ExtractSettings, build_cache, open_cache
 
 SPLIT = {"train": 0.25, "val": 0.25, "probe_train": 0.25, "probe_test": 0.25}
@@ -117,14 +118,7 @@ def fit_probe(cache, tokens, positions, offsets, epochs, seed=0):
         cache.cov,
     )
     data = PositionBatches(cache.views, tokens, positions, np.asarray(offsets))
-    trainer = L.Trainer(
-        max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
+    trainer = quiet_trainer(epochs)
     L.seed_everything(seed, verbose=False)
     trainer.fit(
         probe,
@@ -154,9 +148,7 @@ def test_linear_probe_agrees_with_scikit_learn(net, tmp_path):
     probe = fit_probe(caches["probe_train"], train_tokens, train_pos, offsets, epochs=25)
     probe.use_best_weights()
     test = PositionBatches(caches["probe_test"].views, test_tokens, test_pos, np.asarray(offsets))
-    L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False).test(
-        probe, position_loader(test, 1024, shuffle=False), verbose=False
-    )
+    quiet_trainer(1).test(probe, position_loader(test, 1024, shuffle=False), verbose=False)
     ours = probe.test_results["accuracy"][0].numpy()
 
     x_train = caches["probe_train"].views["layer2.h"][train_pos]

@@ -22,6 +22,20 @@ def make_trainer(cfg: DictConfig, loggers: list, **overrides) -> L.Trainer:
     return L.Trainer(logger=loggers or False, default_root_dir=cfg.paths.output_dir, **settings)
 
 
+def quiet_trainer(max_epochs: int, **overrides) -> L.Trainer:
+    """A Trainer without loggers, checkpoints, progress bars or sanity checks: for probes fitted
+    from a script (benchmarks, tests) rather than through the pipeline."""
+    settings = dict(
+        max_epochs=max_epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    return L.Trainer(**{**settings, **overrides})
+
+
 def fit_best(
     cfg: DictConfig,
     plan: Plan,
