@@ -11,7 +11,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.text import CharErrorRate, WordErrorRate
 
-from memsig.errors import NumericalError
+from memsig.errors import BASE_MODEL_FIX, check_finite_loss
 from memsig.models.ctc_encoder import CTCEncoder, greedy_decode
 
 
@@ -54,12 +54,7 @@ class CTCSystem(L.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss, _, _ = self._loss(batch, self.augment)
-        if not torch.isfinite(loss):
-            raise NumericalError(
-                f"the CTC loss became {loss.item()} at step {self.global_step}: lower the "
-                "learning rate (model.optimizer.lr) or clip gradients harder "
-                "(model.training.grad_clip=1.0)"
-            )
+        check_finite_loss(loss, self.global_step, "the CTC loss", BASE_MODEL_FIX)
         self.train_loss(loss)
         self.log("train/loss", self.train_loss, on_step=True, on_epoch=False, prog_bar=True)
         return loss

@@ -12,7 +12,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from memsig.data.streams import IGNORE
-from memsig.errors import NumericalError
+from memsig.errors import BASE_MODEL_FIX, check_finite_loss
 from memsig.models.recurrent import detach_state
 from memsig.units import nats_to_bits
 
@@ -67,12 +67,7 @@ class CharLM(L.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss = self._step(batch, batch_idx, "train")
-        if not torch.isfinite(loss):
-            raise NumericalError(
-                f"the base model's loss became {loss.item()} at step {self.global_step}: lower "
-                "the learning rate (model.optimizer.lr) or clip gradients harder "
-                "(model.training.grad_clip=1.0)"
-            )
+        check_finite_loss(loss, self.global_step, "the base model's loss", BASE_MODEL_FIX)
         self.train_loss(loss)
         self.log("train/loss", self.train_loss, on_step=True, on_epoch=False, prog_bar=True)
         return loss

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from memsig.errors import ConfigError, NumericalError
+from memsig.errors import ConfigError, check_finite_loss
 from memsig.probes.scores import HeadScores, TestScoring, head_losses, head_statistics
 
 
@@ -82,11 +82,7 @@ class FusedProbe(TestScoring, L.LightningModule):
         features, targets = batch
         nll = head_losses(self.logits(features), targets)
         loss = nll.mean(1).sum()
-        if not torch.isfinite(loss):
-            raise NumericalError(
-                f"the probe loss became {loss.item()} at step {self.global_step}: "
-                "lower probe.optimizer.lr"
-            )
+        check_finite_loss(loss, self.global_step, "the probe loss", "lower probe.optimizer.lr")
         self.log("probe/train/loss", nll.mean(), prog_bar=True)
         return loss
 
