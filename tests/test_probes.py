@@ -14,7 +14,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from memsig.data.markov import markov_corpus
-from memsig.errors import ConfigError
+from memsig.errors import ConfigError, NumericalError
 from memsig.models.recurrent import StackedRNN
 from memsig.probes.baselines import prior_baselines
 from memsig.probes.loader import PositionBatches, position_loader, targets_of
@@ -93,6 +93,43 @@ def test_burn_in_warms_the_state_up(net, tmp_path):
     with torch.no_grad():
         full, _ = net.views(torch.as_tensor(tokens)[None])
     assert np.abs(cache.views["layer2.h"] - full["layer2.h"][0].numpy()).max() < 1e-3
+
+
+def test_a_subset_of_views_skips_the_others_and_keeps_the_values(net, tmp_path):
+    """Caching some views skips deriving the cell states not asked for, and the views kept
+    hold exactly what the full extraction holds."""
+    tokens = np.random.default_rng(3).integers(0, 5, size=400)
+    settings = ExtractSettings(segments=3, chunk=50, burn_in=30)
+    full = build_cache(net.views, tokens, tmp_path / "all", identity(net.view_dims), settings)
+    asked = []
+
+    def views(chunk, state, only=None):
+        asked.append(only)
+        return net.views(chunk, state, only)
+
+    subset = {"layer2.h": 12, "layer2.c": 12}
+    some = build_cache(views, tokens, tmp_path / "some", identity(subset), settings)
+    assert asked and all(only == set(subset) for only in asked)
+    with torch.no_grad():
+        out, _ = net.views(torch.as_tensor(tokens)[None, :50], only={"layer2.h"})
+    assert "layer1.c" not in out and "layer2.c" not in out and "layer1.h" in out
+    for view in subset:
+        np.testing.assert_array_equal(some.views[view], full.views[view])
+        np.testing.assert_allclose(some.cov[view], full.cov[view])
+
+
+def test_a_nan_state_stops_extraction_and_leaves_no_cache(net, tmp_path):
+    tokens = np.random.default_rng(4).integers(0, 5, size=300)
+
+    def broken(chunk, state):
+        out, state = net.views(chunk, state)
+        out["layer1.h"][0, -1, 3] = float("nan")
+        return out, state
+
+    settings = ExtractSettings(segments=2, chunk=50, burn_in=20)
+    with pytest.raises(NumericalError, match="view layer1.h holds NaN"):
+        build_cache(broken, tokens, tmp_path / "c", identity(net.view_dims), settings)
+    assert open_cache(tmp_path / "c", identity(net.view_dims)) is None
 
 
 def test_cache_is_reused_only_when_its_manifest_matches(net, tmp_path):

@@ -8,10 +8,12 @@ chunk of states, whatever the length of the stream.
 
 from __future__ import annotations
 
+import inspect
 import json
 import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +66,14 @@ def _file(directory: Path, view: str) -> Path:
 
 def _moments_file(directory: Path, view: str) -> Path:
     return directory / f"{view}.moments.npz"
+
+
+def _runs(positions: np.ndarray) -> list[tuple[int, int, int]]:
+    """(index in `positions`, first position, length) of every run of consecutive positions."""
+    breaks = np.flatnonzero(np.diff(positions) != 1) + 1
+    starts = np.concatenate([[0], breaks])
+    lengths = np.diff(np.concatenate([starts, [len(positions)]]))
+    return [(int(i), int(positions[i]), int(n)) for i, n in zip(starts, lengths, strict=True)]
 
 
 def open_cache(directory: Path, identity: Mapping) -> StateCache | None:
@@ -125,20 +135,25 @@ class CacheWriter:
     def write(self, positions: np.ndarray, views: Mapping[str, torch.Tensor]) -> None:
         """Store views[v] (rows in the order of `positions`) and add them to the moments.
 
-        Each chunk's moments are taken around the chunk's own mean (a float32 matmul, which
-        centring keeps accurate) and merged into the running ones in float64 (Chan et al.'s
-        pairwise update), several times cheaper than float64 products of raw values."""
+        Rows go to the files as slices, one per run of consecutive positions (extractors write
+        whole stretches of the stream). Each chunk's moments are taken around the chunk's own
+        mean (a float32 matmul, which centring keeps accurate) and merged into the running ones
+        in float64 (Chan et al.'s pairwise update), several times cheaper than float64 products
+        of raw values."""
         n_old, n_new = self.count, len(positions)
         total = n_old + n_new
-        for v in self.out:
+        runs = _runs(positions)
+        for v, out in self.out.items():
             values = views[v].float()
-            if not torch.isfinite(values).all():
+            chunk_mean = values.mean(0)
+            if not torch.isfinite(chunk_mean).all():  # any NaN or inf reaches the mean
                 raise NumericalError(
                     f"view {v} holds NaN or inf near position {int(positions[0])}: the model "
                     "is numerically broken; retrain it with a lower learning rate"
                 )
-            self.out[v][positions] = values.cpu().numpy()
-            chunk_mean = values.mean(0)
+            array = values.cpu().numpy()
+            for source, target, length in runs:
+                out[target : target + length] = array[source : source + length]
             centred = values - chunk_mean
             delta = chunk_mean.double().cpu().numpy() - self.mean[v]
             self.mean[v] += delta * (n_new / total)
@@ -167,11 +182,16 @@ def build_cache(
     settings: ExtractSettings,
     device: torch.device | str = "cpu",
 ) -> StateCache:
-    """Extract every view of `identity["views"]` for `tokens` into `directory` (manifest last)."""
+    """Extract every view of `identity["views"]` for `tokens` into `directory` (manifest last).
+
+    A `states_fn` with an `only` keyword is told which views are cached, so it can skip
+    deriving the others."""
     cached = open_cache(directory, identity)
     if cached is not None:
         return cached
     view_dims: Mapping[str, int] = identity["views"]
+    if "only" in inspect.signature(states_fn).parameters:  # skip derived views not cached
+        states_fn = partial(states_fn, only=frozenset(view_dims))
     length = len(tokens)
     writer = CacheWriter(directory, view_dims, length, settings.dtype)
     first, warm, keep = _row_layout(length, settings.segments, settings.burn_in)
@@ -185,7 +205,10 @@ def build_cache(
         step = np.arange(lo, hi)[None, :]
         kept = (step >= warm[:, None]) & (step < (warm + keep)[:, None])  # [rows, steps]
         positions = (first[:, None] + step)[kept]
-        mask = torch.as_tensor(kept, device=row_tokens.device)
-        # kept states, row-major like `positions`
-        writer.write(positions, {v: views[v][mask] for v in view_dims})
+        if kept.all():  # kept states, row-major like `positions`: no copy needed
+            kept_views = {v: views[v].reshape(-1, d) for v, d in view_dims.items()}
+        else:
+            mask = torch.as_tensor(kept, device=row_tokens.device)
+            kept_views = {v: views[v][mask] for v in view_dims}
+        writer.write(positions, kept_views)
     return writer.finish(identity)

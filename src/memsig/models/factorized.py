@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from functools import partial
 
 import torch
@@ -141,9 +141,11 @@ class FactorizedLSTM(StackedRNN):
                 dims.update({f"{layer}.basis{i}": self.rank for i in range(1, self.bases + 1)})
         return dims
 
-    def views(self, tokens: Tensor, state: State | None = None) -> tuple[dict[str, Tensor], State]:
+    def views(
+        self, tokens: Tensor, state: State | None = None, only: Collection[str] | None = None
+    ) -> tuple[dict[str, Tensor], State]:
         """The LSTM views plus ``layer{L}.basis{i}[:, t] = V_i^T h_t`` (what basis i reads)."""
-        out, final = super().views(tokens, state)
+        out, final = super().views(tokens, state, only)
         for layer, rnn in enumerate(self.rnns, start=1):
             reads = torch.einsum("bth,nhr->nbtr", out[f"layer{layer}.h"], rnn.V)
             out.update({f"layer{layer}.basis{i}": r for i, r in enumerate(reads, start=1)})
@@ -179,10 +181,13 @@ class BasisAblations(nn.Module):
         return dims
 
     def views(
-        self, tokens: Tensor, state: tuple[State, list[State]] | None = None
+        self,
+        tokens: Tensor,
+        state: tuple[State, list[State]] | None = None,
+        only: Collection[str] | None = None,
     ) -> tuple[dict[str, Tensor], tuple[State, list[State]]]:
         main, ablated = state if state is not None else (None, [None] * len(self.ablated))
-        out, main = self.net.views(tokens, main)
+        out, main = self.net.views(tokens, main, only)
         finals = []
         for i, (model, carried) in enumerate(zip(self.ablated, ablated, strict=True), start=1):
             hidden, final = model.hidden_states(tokens, carried)
