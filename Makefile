@@ -33,6 +33,7 @@ bench: $(STAMP)  ## benchmarks/ (ratios measured side by side)
 	$(PY) benchmarks/fused_vs_loop.py
 	$(PY) benchmarks/extraction_cost.py
 	$(PY) benchmarks/lightning_overhead.py
+	$(PY) benchmarks/speech_batching.py
 
 clean:
 	rm -rf $(VENV)

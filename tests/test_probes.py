@@ -274,7 +274,7 @@ def test_float16_cache_holds_the_same_states(net, tmp_path):
 
 
 def test_epoch_batches_depend_only_on_seed_and_epoch():
-    from memsig.probes.loader import EpochBatches
+    from memsig.data.batches import EpochBatches
 
     first, again = (
         EpochBatches(10, 3, shuffle=True, seed=1),

@@ -252,3 +252,25 @@ def test_invalid_arguments(kwargs, match):
     args = {"vocab_size": V, **kwargs}
     with pytest.raises(ValueError, match=match):
         StackedRNN(**args)
+
+
+def test_compile_warns_where_torch_compile_leaves_the_network_uncompiled(caplog):
+    """The warning's claim, checked against the installed PyTorch: dynamo captures no graph
+    from a stacked nn.LSTM's forward, but the factorized LSTM's forward is one whole graph."""
+    from functools import partial
+
+    from memsig.models.char_lm import CharLM
+    from memsig.models.factorized import FactorizedLSTM
+
+    tokens = torch.randint(0, V, (B, T))
+    lstm = StackedRNN(V, "lstm", 2, H, 8, 0.0)
+    flstm = FactorizedLSTM(V, 2, H, 8, rank=4)
+    torch._dynamo.reset()
+    assert torch._dynamo.explain(lstm.forward)(tokens, None).graph_count == 0
+    assert torch._dynamo.explain(flstm.forward)(tokens, None).graph_count == 1
+    torch._dynamo.reset()
+    optimizer = partial(torch.optim.Adam, lr=1e-3)
+    CharLM(flstm, optimizer, ["x"] * V, compile=True)
+    assert "compile=true" not in caplog.text
+    CharLM(lstm, optimizer, ["x"] * V, compile=True)
+    assert "runs this network's forward uncompiled" in caplog.text

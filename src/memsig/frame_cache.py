@@ -1,8 +1,9 @@
 """Run a frozen speech encoder once over a part's utterances: every view per frame into
 memory-mapped files, and each frame's grapheme targets from CTC forced alignment.
 
-Utterances are read in corpus order, `batch` at a time; utterance u's frames are rows
-``start_u .. start_u + frames_u - 1`` of every view. Peak memory is one batch of states.
+Utterances are read `batch` at a time, batched by length (less padding to run through the
+encoder); utterance u's frames are rows ``start_u .. start_u + frames_u - 1`` of every view,
+whatever batch it came in. Peak memory is one batch of states.
 """
 
 from __future__ import annotations
@@ -47,19 +48,18 @@ def build_frame_cache(
     first = np.repeat(token_start[:-1], frames)
     last = np.repeat(token_start[1:] - 1, frames)
     writer = CacheWriter(directory, identity["views"], len(anchors), dtype)
-    unaligned, done = 0, 0
-    for waves, lengths, _, _ in utterance_loader(utterances, sample_rate, batch, shuffle=False):
+    unaligned = 0
+    loader = utterance_loader(utterances, sample_rate, batch, shuffle=False)
+    # an unshuffled sampler yields the same batches on every pass: the loader's batch b holds
+    # the utterances of the sampler's batch b
+    for index, (waves, lengths, _, _) in zip(loader.sampler, loader, strict=True):
         views, got = net.views(waves.to(device), lengths.to(device))
-        count = len(lengths)
-        expected = frames[done : done + count]
+        expected = frames[index]
         assert got.cpu().numpy().tolist() == expected.tolist(), "frame counts must agree"
         mask = frame_mask(got, views["logits"].shape[1])
-        positions = np.concatenate(
-            [np.arange(frame_start[u], frame_start[u + 1]) for u in range(done, done + count)]
-        )
+        positions = np.concatenate([np.arange(frame_start[u], frame_start[u + 1]) for u in index])
         writer.write(positions, {v: views[v][mask] for v in identity["views"]})
-        for b in range(count):
-            u = done + b
+        for b, u in enumerate(index):
             tokens = utterances[u].tokens
             if expected[b] < min_frames(tokens):
                 unaligned += 1  # too few frames for its transcript: no frame gets a target
@@ -67,7 +67,6 @@ def build_frame_cache(
             local = current_graphemes(views["logits"][b, : expected[b]], tokens, net.blank)
             span = slice(frame_start[u], frame_start[u + 1])
             anchors[span] = np.where(local >= 0, token_start[u] + local, -1)
-        done += count
     if unaligned:
         log.warning(
             "%d of %d utterances have fewer frames than graphemes and are left out of probing",

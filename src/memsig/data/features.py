@@ -23,7 +23,8 @@ class LogMel(nn.Module):
 
     ``normalise="utterance"`` uses each utterance's own valid frames; ``"global"`` uses
     statistics gathered once over the training data (:meth:`fit_global`), stored as buffers so
-    they travel with the checkpoint.
+    they travel with the checkpoint. The centred STFT pads with zeros, as the batch padding
+    does, so an utterance's features do not depend on the batch it is in.
     """
 
     def __init__(
@@ -48,6 +49,7 @@ class LogMel(nn.Module):
             hop_length=self.hop,
             n_mels=n_mels,
             center=True,
+            pad_mode="constant",
         )
         self.register_buffer("global_mean", torch.zeros(n_mels))
         self.register_buffer("global_std", torch.ones(n_mels))

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from memsig.data.batches import EpochBatches
 from memsig.data.speech import Utterance, load_audio
 
 Batch = tuple[Tensor, Tensor, Tensor, Tensor]  # waves [B, S], lengths [B], targets [B, L], lengths
@@ -40,6 +41,21 @@ def pad_batch(items: Sequence[tuple[np.ndarray, np.ndarray]]) -> Batch:
     return waves, wave_lengths, targets, target_lengths
 
 
+class UtteranceBatches(Dataset):
+    """Index with a list of utterance indices; returns their padded batch, read from disk when
+    asked for (in a worker process when there are workers)."""
+
+    def __init__(self, utterances: Sequence[Utterance], sample_rate: int) -> None:
+        self.utterances, self.sample_rate = list(utterances), sample_rate
+
+    def __len__(self) -> int:
+        return len(self.utterances)
+
+    def __getitem__(self, index: list[int]) -> Batch:
+        chosen = [self.utterances[i] for i in index]
+        return pad_batch([(load_audio(u, self.sample_rate), u.tokens) for u in chosen])
+
+
 def utterance_loader(
     utterances: Sequence[Utterance],
     sample_rate: int,
@@ -47,15 +63,22 @@ def utterance_loader(
     shuffle: bool,
     seed: int = 0,
     workers: int = 0,
+    by_length: bool = True,
+    shard: bool = False,
 ) -> DataLoader:
-    """Utterances in corpus order (or shuffled per epoch, seeded), padded per batch."""
-    generator = torch.Generator().manual_seed(seed) if shuffle else None
+    """Padded batches of utterances, shuffled per epoch (seeded) if asked. `by_length` groups
+    similar lengths (see :class:`EpochBatches`): less padding, so fewer wasted frames; its
+    `sampler` lists each batch's utterance indices for callers that need to know which
+    utterances a batch holds. `shard` splits every batch across DDP ranks (training only: the
+    other passes read everything in every rank). Pinned memory when a GPU will read the batches
+    (faster, asynchronous host-to-device copies)."""
+    lengths = [u.num_samples for u in utterances] if by_length else None
+    sampler = EpochBatches(len(utterances), batch_size, shuffle, seed, shard, lengths)
     return DataLoader(
-        UtteranceAudio(utterances, sample_rate),
-        batch_size=batch_size,
-        shuffle=shuffle,
-        generator=generator,
-        collate_fn=pad_batch,
+        UtteranceBatches(utterances, sample_rate),
+        sampler=sampler,
+        batch_size=None,
         num_workers=workers,
         persistent_workers=workers > 0,
+        pin_memory=torch.cuda.is_available(),
     )

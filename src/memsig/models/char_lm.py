@@ -3,6 +3,7 @@ step: with the next symbol (a language model) or with another offset's input (a 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import lightning as L
@@ -15,6 +16,8 @@ from memsig.data.streams import IGNORE
 from memsig.errors import BASE_MODEL_FIX, check_finite_loss
 from memsig.models.recurrent import detach_state
 from memsig.units import nats_to_bits
+
+log = logging.getLogger(__name__)
 
 
 class CharLM(L.LightningModule):
@@ -41,6 +44,11 @@ class CharLM(L.LightningModule):
         self.net = net
         # a compiled forward function (not a module: the state dict keeps the network's keys)
         self._forward = torch.compile(net.forward) if compile else net
+        if compile and any(isinstance(m, nn.RNNBase) for m in net.modules()):
+            log.warning(
+                "compile=true: torch.compile does not trace nn.LSTM or nn.GRU layers and runs "
+                "this network's forward uncompiled (no speed-up); set compile=false"
+            )
         self.optimizer_factory = optimizer
         self.vocab = list(vocab)
         self.unit = unit

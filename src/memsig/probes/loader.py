@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
-from memsig.distributed import shard
+from memsig.data.batches import EpochBatches
 from memsig.probes.offsets import offset_targets
 
 
@@ -69,45 +69,6 @@ class PositionBatches(Dataset):
         }
         targets = torch.from_numpy(self.targets(pos))
         return features, targets
-
-
-class EpochBatches(Sampler[list[int]]):
-    """Batches of indices; when shuffled, epoch e's order depends only on (seed, e), so a run
-    resumed from a checkpoint sees the same batches as one that never stopped.
-
-    With `shard` under DDP every batch is split across the ranks (rank r takes items r,
-    r + world, ...): together they see each position once, and their averaged gradients are
-    the gradient of the whole batch, as in a single process. A batch smaller than the world
-    size is dropped (no rank may get an empty batch)."""
-
-    def __init__(
-        self, size: int, batch_size: int, shuffle: bool, seed: int = 0, shard: bool = True
-    ) -> None:
-        self.size, self.batch_size, self.shuffle, self.seed = size, batch_size, shuffle, seed
-        self.shard = shard
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Called by Lightning at the start of every epoch."""
-        self.epoch = epoch
-
-    def _world(self) -> tuple[int, int]:
-        return shard() if self.shard else (0, 1)
-
-    def __len__(self) -> int:
-        full, rest = divmod(self.size, self.batch_size)
-        return full + (rest >= self._world()[1])
-
-    def __iter__(self) -> Iterator[list[int]]:
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-            order = torch.randperm(self.size, generator=generator)
-        else:
-            order = torch.arange(self.size)
-        rank, world = self._world()
-        for chunk in order.split(self.batch_size):
-            if len(chunk) >= world:
-                yield chunk[rank::world].tolist()
 
 
 def position_loader(

@@ -52,7 +52,14 @@ def train_ctc(cfg: DictConfig, plan: Plan, loggers: list) -> Path:
             (w, n) for w, n, _, _ in utterance_loader(corpus.parts["train"], rate, batch, False)
         )
     train = utterance_loader(
-        corpus.parts["train"], rate, batch, True, cfg.seed, training.get("workers", 0)
+        corpus.parts["train"],
+        rate,
+        batch,
+        True,
+        cfg.seed,
+        training.get("workers", 0),
+        training.batch_by_length,
+        shard=True,
     )
     val = utterance_loader(corpus.parts["val"], rate, batch, False)
     fit_best(cfg, plan, loggers, system, train, val, "val/cer")
