@@ -15,20 +15,6 @@ from memsig.data.speech import Utterance, load_audio
 Batch = tuple[Tensor, Tensor, Tensor, Tensor]  # waves [B, S], lengths [B], targets [B, L], lengths
 
 
-class UtteranceAudio(Dataset):
-    """Item i: utterance i's samples and grapheme ids, read from disk when asked for."""
-
-    def __init__(self, utterances: Sequence[Utterance], sample_rate: int) -> None:
-        self.utterances, self.sample_rate = list(utterances), sample_rate
-
-    def __len__(self) -> int:
-        return len(self.utterances)
-
-    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        utterance = self.utterances[i]
-        return load_audio(utterance, self.sample_rate), utterance.tokens
-
-
 def pad_batch(items: Sequence[tuple[np.ndarray, np.ndarray]]) -> Batch:
     """Zero-padded waveforms and targets with their lengths."""
     wave_lengths = torch.tensor([len(w) for w, _ in items])
