@@ -186,6 +186,18 @@ def test_a_checkpoint_that_runs_code_is_refused(tiny_config, tmp_path):
     assert not marker.exists()
 
 
+def test_bf16_mixed_precision_trains_and_probes(markov_run, tiny_config):
+    """trainer.precision=bf16-mixed (autocast, the GPU trainer's default; here on the CPU) runs
+    both stages, and the model still holds the characters the source forces it to hold."""
+    _, _, full_precision = markov_run
+    signature = run(tiny_config("trainer.precision=bf16-mixed", run="bf16"))
+    order = int(signature.data["source"]["order"])
+    h, reference = signature.views["layer1.h"], full_precision.views["layer1.h"]
+    for k in range(order):
+        assert h.accuracy[k] >= 0.9 and abs(h.accuracy[k] - reference.accuracy[k]) < 0.05, k
+    assert signature.model["metrics"]["val/bpc"] < full_precision.model["metrics"]["val/bpc"] + 0.1
+
+
 def test_same_seed_same_signature(tiny_config):
     overrides = ["probe.max_offset=2", "model.training.max_epochs=2", "probe.max_epochs=3"]
     first = run(tiny_config(*overrides, run="a"))
