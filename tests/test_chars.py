@@ -160,6 +160,7 @@ def test_ngram_vs_rnn_multirun_ends_with_the_comparison(tmp_path):
             *TINY_MARKOV,
             "probe.reference_orders=[2]",
             "probe.passage_chars=80",
+            "probe.mlp.hidden=16",
             "logger=csv",
             "model=ngram,lstm",
             f"hydra.sweep.dir={sweep}",
