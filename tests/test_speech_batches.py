@@ -112,3 +112,24 @@ def test_extraction_by_length_keeps_each_utterance_in_its_place(corpus, tmp_path
         np.testing.assert_array_equal(targets.anchors[rows], anchors)
         start = rows.stop
     assert start == len(targets.anchors)
+
+
+def test_frame_cache_of_some_views_skips_the_cell_states_not_asked_for(corpus, tmp_path):
+    utterances = corpus.parts["probe_test"]
+    torch.manual_seed(0)
+    net = CTCEncoder(len(corpus.vocab), n_mels=16, stack=2, subsample=2, layers=2, hidden=8)
+    net.eval()
+    caches = {}
+    some = {v: net.view_dims[v] for v in ("layer2.c", "logits")}
+    for name, views in (("all", dict(net.view_dims)), ("some", some)):
+        identity = {"checkpoint_sha256": "x", "data": "y", "views": views, "part": name}
+        caches[name] = build_frame_cache(
+            net, utterances, corpus.sample_rate, tmp_path / name, identity, 3, "float32"
+        )
+    for view in ("layer2.c", "logits"):
+        np.testing.assert_array_equal(caches["some"][0].views[view], caches["all"][0].views[view])
+    np.testing.assert_array_equal(caches["some"][1].anchors, caches["all"][1].anchors)
+    wave, length = utterance_loader(utterances, corpus.sample_rate, 3, False).dataset[[0]][:2]
+    with torch.no_grad():
+        out, _ = net.views(wave, length, only={"layer2.c"})
+    assert "layer2.c" in out and "layer1.c" not in out and "layer1.h" in out

@@ -9,7 +9,7 @@ restores computes exactly what the probes read. The blank is the last output cla
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import torch
 import torch.nn.functional as F
@@ -133,14 +133,18 @@ class CTCEncoder(nn.Module):
         )
         return torch.cat([forward, reverse_padded(backward, lengths)], dim=-1)
 
-    def views(self, waves: Tensor, lengths: Tensor) -> tuple[dict[str, Tensor], Tensor]:
-        """Every view of :attr:`view_dims` per encoder frame [B, T, D], and frame lengths."""
+    def views(
+        self, waves: Tensor, lengths: Tensor, only: Collection[str] | None = None
+    ) -> tuple[dict[str, Tensor], Tensor]:
+        """Every view of :attr:`view_dims` per encoder frame [B, T, D], and frame lengths; with
+        `only`, the cell states not named in it are not derived."""
         feats, frames = self.features(waves, lengths)
         inputs, outputs = self.encode(feats, frames)
         out = {"input": feats}
         for i, (rnn, x, h) in enumerate(zip(self.rnns, inputs, outputs, strict=True), start=1):
             out[f"layer{i}.h"] = h
-            out[f"layer{i}.c"] = self._cells(rnn, x, h, frames)
+            if only is None or f"layer{i}.c" in only:
+                out[f"layer{i}.c"] = self._cells(rnn, x, h, frames)
         out["logits"] = F.log_softmax(self.head(outputs[-1]), dim=-1)
         return out, frames
 
