@@ -21,7 +21,7 @@ from memsig.probes.loader import PositionBatches, position_loader, targets_of
 from memsig.probes.multi_offset import MultiOffsetProbe
 from memsig.probes.offsets import offset_targets, resolve_offsets, valid_positions
 from memsig.stages.trainer import quiet_trainer
-from memsig.state_cache import ExtractSettings, build_cache, open_cache
+from memsig.state_cache import CacheWriter, ExtractSettings, build_cache, open_cache
 
 SPLIT = {"train": 0.25, "val": 0.25, "probe_train": 0.25, "probe_test": 0.25}
 
@@ -116,6 +116,20 @@ def test_a_subset_of_views_skips_the_others_and_keeps_the_values(net, tmp_path):
     for view in subset:
         np.testing.assert_array_equal(some.views[view], full.views[view])
         np.testing.assert_allclose(some.cov[view], full.cov[view])
+
+
+def test_writer_puts_every_row_at_its_position(tmp_path):
+    """Rows arrive in blocks of scattered runs (and sometimes none): each lands at its position,
+    and the moments are those of all rows."""
+    rows = torch.randn(10, 3, generator=torch.Generator().manual_seed(0))
+    writer = CacheWriter(tmp_path / "c", {"x": 3}, 10, "float32")
+    writer.write(np.array([], dtype=np.int64), {"x": rows[:0]})
+    for block in (np.array([7, 8, 9, 0, 1]), np.array([5, 6, 2, 3, 4])):
+        writer.write(block, {"x": rows[block]})
+    cache = writer.finish(identity({"x": 3}))
+    np.testing.assert_array_equal(cache.views["x"], rows.numpy())
+    reference = np.cov(rows.numpy().astype(np.float64), rowvar=False, bias=True)
+    np.testing.assert_allclose(cache.cov["x"], reference, atol=1e-6)
 
 
 def test_a_nan_state_stops_extraction_and_leaves_no_cache(net, tmp_path):

@@ -162,6 +162,8 @@ class CacheWriter:
         in float64 (Chan et al.'s pairwise update), several times cheaper than float64 products
         of raw values."""
         n_old, n_new = self.count, len(positions)
+        if n_new == 0:
+            return
         total = n_old + n_new
         runs = _runs(positions)
         for v, out in self.out.items():
