@@ -128,6 +128,9 @@ def test_context_view_is_the_window_one_hot():
     assert context[0, 0].sum() == 0 and context[0, 1].argmax() == 2  # nothing before the start
     assert context[2, 0].argmax() == 3 and context[2, 1].argmax() == 1
     assert state.tolist() == [[3, 1]]
+    logits_only, _ = model.views(torch.tensor([[2, 3, 1]]), only={"logits"})
+    assert "context" not in logits_only
+    torch.testing.assert_close(logits_only["logits"], views["logits"])
 
 
 def test_ngram_checkpoint_round_trip(tmp_path):

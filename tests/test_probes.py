@@ -135,8 +135,8 @@ def test_writer_puts_every_row_at_its_position(tmp_path):
 def test_a_nan_state_stops_extraction_and_leaves_no_cache(net, tmp_path):
     tokens = np.random.default_rng(4).integers(0, 5, size=300)
 
-    def broken(chunk, state):
-        out, state = net.views(chunk, state)
+    def broken(chunk, state, only=None):
+        out, state = net.views(chunk, state, only)
         out["layer1.h"][0, -1, 3] = float("nan")
         return out, state
 

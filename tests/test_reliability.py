@@ -87,7 +87,7 @@ def test_selectivity_is_near_zero_on_random_features(tiny_config, tmp_path):
     tokens = {part: rng.integers(0, 5, size=6000) for part in ("train", "test")}
     generator = torch.Generator().manual_seed(0)
 
-    def random_states(batch, state):
+    def random_states(batch, state, only=None):
         return {"noise": torch.randn(*batch.shape, 16, generator=generator)}, state
 
     caches = {

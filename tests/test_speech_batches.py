@@ -36,6 +36,13 @@ def corpus(tmp_path_factory):
     )
 
 
+@pytest.fixture
+def net(corpus) -> CTCEncoder:
+    """A tiny untrained encoder (eval mode): extraction must place its states, not read them."""
+    torch.manual_seed(0)
+    return CTCEncoder(len(corpus.vocab), n_mels=16, stack=2, subsample=2, layers=2, hidden=8).eval()
+
+
 def test_length_batches_hold_every_item_once_and_change_with_the_epoch():
     lengths = wide_lengths(1000)
     sampler, again = (EpochBatches(1000, 16, True, seed=3, lengths=lengths) for _ in range(2))
@@ -86,14 +93,11 @@ def test_utterance_loader_reads_every_utterance_once_per_epoch(corpus):
     assert read[0] != read[1]
 
 
-def test_extraction_by_length_keeps_each_utterance_in_its_place(corpus, tmp_path):
+def test_extraction_by_length_keeps_each_utterance_in_its_place(corpus, net, tmp_path):
     utterances = corpus.parts["probe_train"]
     assert len({u.num_samples for u in utterances}) == len(utterances)
     loader = utterance_loader(utterances, corpus.sample_rate, 3, False)
     assert [i for b in loader.sampler for i in b] != list(range(len(utterances)))
-    torch.manual_seed(0)
-    net = CTCEncoder(len(corpus.vocab), n_mels=16, stack=2, subsample=2, layers=2, hidden=8)
-    net.eval()
     views = dict(net.view_dims)
     identity = {"checkpoint_sha256": "x", "data": "y", "views": views, "part": "p"}
     cache, targets = build_frame_cache(
@@ -114,11 +118,8 @@ def test_extraction_by_length_keeps_each_utterance_in_its_place(corpus, tmp_path
     assert start == len(targets.anchors)
 
 
-def test_frame_cache_of_some_views_skips_the_cell_states_not_asked_for(corpus, tmp_path):
+def test_frame_cache_of_some_views_skips_the_cell_states_not_asked_for(corpus, net, tmp_path):
     utterances = corpus.parts["probe_test"]
-    torch.manual_seed(0)
-    net = CTCEncoder(len(corpus.vocab), n_mels=16, stack=2, subsample=2, layers=2, hidden=8)
-    net.eval()
     caches = {}
     some = {v: net.view_dims[v] for v in ("layer2.c", "logits")}
     for name, views in (("all", dict(net.view_dims)), ("some", some)):

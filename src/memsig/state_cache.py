@@ -8,13 +8,11 @@ chunk of states, whatever the length of the stream.
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +23,8 @@ from memsig.errors import MemsigError, NumericalError
 
 MANIFEST = "manifest.json"
 
-StatesFn = Callable[[torch.Tensor, object], tuple[dict[str, torch.Tensor], object]]
+# a model's `views(tokens, state, only=views wanted)` -> (views, state to carry on)
+StatesFn = Callable[..., tuple[dict[str, torch.Tensor], object]]
 
 
 @dataclass(frozen=True)
@@ -207,14 +206,13 @@ def build_cache(
 ) -> StateCache:
     """Extract every view of `identity["views"]` for `tokens` into `directory` (manifest last).
 
-    A `states_fn` with an `only` keyword is told which views are cached, so it can skip
+    `states_fn` is a model's `views`: it is told (`only=`) which views are cached, so it can skip
     deriving the others."""
     cached = open_cache(directory, identity)
     if cached is not None:
         return cached
     view_dims: Mapping[str, int] = identity["views"]
-    if "only" in inspect.signature(states_fn).parameters:  # skip derived views not cached
-        states_fn = partial(states_fn, only=frozenset(view_dims))
+    wanted = frozenset(view_dims)
     length = len(tokens)
     writer = CacheWriter(directory, view_dims, length, settings.dtype)
     first, warm, keep = _row_layout(length, settings.segments, settings.burn_in)
@@ -224,7 +222,7 @@ def build_cache(
     state = None
     for lo in range(0, steps, settings.chunk):
         hi = min(lo + settings.chunk, steps)
-        views, state = states_fn(row_tokens[:, lo:hi], state)
+        views, state = states_fn(row_tokens[:, lo:hi], state, only=wanted)
         step = np.arange(lo, hi)[None, :]
         kept = (step >= warm[:, None]) & (step < (warm + keep)[:, None])  # [rows, steps]
         positions = (first[:, None] + step)[kept]

@@ -21,6 +21,7 @@ buffers, so the base checkpoint stays plain tensors and lookups are one searchso
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 
 import numpy as np
 import torch
@@ -117,13 +118,14 @@ class NGramLM(nn.Module):
         return self._log_probs(windows), last
 
     def views(
-        self, tokens: Tensor, state: Tensor | None = None
+        self, tokens: Tensor, state: Tensor | None = None, only: Collection[str] | None = None
     ) -> tuple[dict[str, Tensor], Tensor]:
-        """`context`: the window's characters one-hot (zeros before the stream start), concatenated;
-        `logits`: the predictive log-probabilities."""
+        """`context`: the window's characters one-hot (zeros before the stream start), concatenated,
+        built only when `only` (the views wanted; None: all) names it; `logits`: the predictive
+        log-probabilities."""
         windows, last = context_windows(tokens, state, self.order - 1)
         out = {}
-        if self.order > 1:
+        if self.order > 1 and (only is None or "context" in only):
             onehot = F.one_hot(windows.clamp_min(0), self.vocab_size) * (windows != PAD).unsqueeze(
                 -1
             )

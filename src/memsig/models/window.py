@@ -6,6 +6,8 @@ MLP, so its hidden layers show how a learned state spreads a fixed window's char
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -64,9 +66,10 @@ class WindowLM(nn.Module):
         return logits, last
 
     def views(
-        self, tokens: Tensor, state: Tensor | None = None
+        self, tokens: Tensor, state: Tensor | None = None, only: Collection[str] | None = None
     ) -> tuple[dict[str, Tensor], Tensor]:
-        """`layer{L}.h` for every hidden layer and `logits` (log-softmax), as [B, T, D]."""
+        """`layer{L}.h` for every hidden layer and `logits` (log-softmax), as [B, T, D]; all
+        come with the forward pass, so `only` (the views wanted) changes nothing."""
         hidden, logits, last = self._run(tokens, state)
         out = {f"layer{i}.h": h for i, h in enumerate(hidden, start=1)}
         out["logits"] = F.log_softmax(logits, dim=-1)
