@@ -49,7 +49,7 @@ def build_frame_cache(
     last = np.repeat(token_start[1:] - 1, frames)
     writer = CacheWriter(directory, identity["views"], len(anchors), dtype)
     unaligned = 0
-    loader = utterance_loader(utterances, sample_rate, batch, shuffle=False)
+    loader = utterance_loader(utterances, sample_rate, batch, shuffle=False, shard=False)
     # an unshuffled sampler yields the same batches on every pass: the loader's batch b holds
     # the utterances of the sampler's batch b
     for index, (waves, lengths, _, _) in zip(loader.sampler, loader, strict=True):

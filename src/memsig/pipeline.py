@@ -8,7 +8,7 @@ from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from memsig.atomic import write_text_atomic
-from memsig.distributed import is_rank_zero
+from memsig.distributed import is_rank_zero, start_processes
 from memsig.plan import prepare
 from memsig.signature import Signature
 from memsig.stages.base import train_base
@@ -19,6 +19,7 @@ from memsig.tracking import build_loggers
 def run(cfg: DictConfig) -> Signature | None:
     """Run the configured stages; returns the signature when one was computed."""
     plan = prepare(cfg)
+    start_processes(cfg.trainer)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     if is_rank_zero():
         write_text_atomic(plan.run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))

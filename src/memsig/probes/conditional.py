@@ -25,7 +25,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
-from memsig.probes.loader import PositionBatches, position_loader
+from memsig.distributed import all_reduce_sum
+from memsig.probes.loader import Batch, PositionBatches, position_loader
 from memsig.probes.offsets import input_windows
 from memsig.signature import capacity
 from memsig.state_cache import StateCache
@@ -63,14 +64,14 @@ class ConditionedBatches(PositionBatches):
         )
         self.joined, self.m, self.vocab_size = list(views), m, vocab_size
 
-    def __getitem__(self, index: list[int]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        features, targets = super().__getitem__(index)
-        pos = self.batch_positions(index)
+    def __getitem__(self, index: list[int]) -> Batch:
+        features, targets, rows = super().__getitem__(index)
+        pos = self.positions[rows.numpy()]
         context = torch.from_numpy(context_onehot(self.tokens, pos, self.m, self.vocab_size))
         features[context_view(self.m)] = context
         for v in self.joined:
             features[joined_view(v, self.m)] = torch.cat([features[v], context], dim=1)
-        return features, targets
+        return features, targets, rows
 
 
 class Conditioning:
@@ -103,14 +104,18 @@ class Conditioning:
             return cache
         mean, cov = dict(cache.mean), dict(cache.cov)
         names = [v for v in self.probe_dims if v not in self.views]
-        total = {v: 0.0 for v in names}
-        outer = {v: 0.0 for v in names}
-        for features, _ in position_loader(fit, batch_size, shuffle=False):
+        width = {v: self.probe_dims[v] for v in names}
+        total = {v: torch.zeros(width[v], dtype=torch.float64) for v in names}
+        outer = {v: torch.zeros(width[v], width[v], dtype=torch.float64) for v in names}
+        # each rank sums its share of every batch; the sums are then added over the ranks
+        for features, _, _ in position_loader(fit, batch_size, shuffle=False, shard=True):
             for v in names:
                 x = features[v].double()
-                total[v] = total[v] + x.sum(0)
-                outer[v] = outer[v] + x.T @ x
+                total[v] += x.sum(0)
+                outer[v] += x.T @ x
         for v in names:
+            all_reduce_sum(total[v])
+            all_reduce_sum(outer[v])
             mean[v] = (total[v] / len(fit)).numpy()
             cov[v] = (outer[v] / len(fit)).numpy() - np.outer(mean[v], mean[v])
         return dataclasses.replace(cache, mean=mean, cov=cov)

@@ -74,13 +74,15 @@ def fit_and_test(
         probe = RidgeProbe(
             setup.views, num_offsets, setup.num_classes, *moments, list(cfg.probe.ridge.strengths)
         ).to(setup.device)
-        probe.fit(  # closed form: every rank solves on all the data, identically
-            position_loader(fit, batch, shuffle=False, shard=False),
-            position_loader(val, batch, shuffle=False, shard=False),
+        # closed form: each rank sums its share of every pass, the sums are added over the
+        # ranks, and every rank solves the same system
+        probe.fit(
+            position_loader(fit, batch, shuffle=False, shard=True),
+            position_loader(val, batch, shuffle=False, shard=True),
         )
         if documents is not None:
             probe.keep_document_sums(documents)
-        probe.test(position_loader(test, batch, shuffle=False, shard=False))
+        probe.test(position_loader(test, batch, shuffle=False, shard=True))
         record = {
             name: {v: getattr(probe, name)[i].tolist() for i, v in enumerate(probe.views)}
             for name in ("strength", "temperature")
@@ -111,12 +113,12 @@ def fit_and_test(
     trained.warm_start(position_loader(fit, batch, shuffle=False, shard=False))
     trainer.fit(
         trained,
-        position_loader(fit, batch, shuffle=True, seed=cfg.seed),
-        position_loader(val, batch, shuffle=False),
+        position_loader(fit, batch, shuffle=True, shard=True, seed=cfg.seed),
+        position_loader(val, batch, shuffle=False, shard=True),
         ckpt_path=resume_point(checkpoints, cfg.resume),
         weights_only=True,
     )
     if documents is not None:
         trained.keep_document_sums(documents)
-    trainer.test(trained, position_loader(test, batch, shuffle=False), verbose=False)
+    trainer.test(trained, position_loader(test, batch, shuffle=False, shard=True), verbose=False)
     return FittedProbe(trained, trainer.current_epoch)

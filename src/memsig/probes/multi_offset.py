@@ -79,7 +79,7 @@ class FusedProbe(TestScoring, L.LightningModule):
         """A starting point better than random, where the kind has one (none by default)."""
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        features, targets = batch
+        features, targets, _ = batch
         nll = head_losses(self.logits(features), targets)
         loss = nll.mean(1).sum()
         check_finite_loss(loss, self.global_step, "the probe loss", "lower probe.optimizer.lr")
@@ -87,14 +87,16 @@ class FusedProbe(TestScoring, L.LightningModule):
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        features, targets = batch
-        self.val_scores.update(*head_statistics(self.logits(features), targets))
+        features, targets, rows = batch
+        self.val_scores.update(*head_statistics(self.logits(features), targets), rows)
 
     def on_validation_epoch_end(self) -> None:
+        # the whole validation block's cross-entropy (sums added over DDP ranks), so every
+        # rank keeps the same heads
         xent = self.val_scores.results()["xent_bits"].to(self.best_val_xent)
         self.val_scores.reset()
         self.keep_best(xent)
-        # already reduced over DDP ranks by the metric: sync_dist only confirms the same value
+        # the same value on every rank: sync_dist only confirms it
         self.log("probe/val/xent_bits", xent.mean(), sync_dist=True)
         self.log(
             "probe/val/best_xent_bits", self.best_val_xent.mean(), prog_bar=True, sync_dist=True
@@ -124,8 +126,8 @@ class FusedProbe(TestScoring, L.LightningModule):
         self.test_scores = self.new_test_scores().to(self.device)  # with documents, if asked
 
     def test_step(self, batch, batch_idx: int) -> None:
-        features, targets = batch
-        self.test_scores.update(*head_statistics(self.logits(features), targets))
+        features, targets, rows = batch
+        self.test_scores.update(*head_statistics(self.logits(features), targets), rows)
 
     def on_test_epoch_end(self) -> None:
         self.test_results = {k: v.cpu() for k, v in self.test_scores.results().items()}
@@ -161,7 +163,7 @@ class MultiOffsetProbe(FusedProbe):
         rows = self.num_offsets * self.num_classes
         sums = [torch.zeros(rows, head.in_features, dtype=torch.float64) for head in self.heads]
         counts = torch.zeros(rows, dtype=torch.float64)
-        for features, targets in batches:
+        for features, targets, _ in batches:
             onehot = F.one_hot(targets, self.num_classes).transpose(1, 2)  # class-major
             onehot = onehot.reshape(len(targets), rows).float()  # columns as the head's rows
             counts += onehot.sum(0).double()

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from memsig.distributed import all_reduce_sum
 from memsig.probes.scores import TestScoring, head_statistics
 from memsig.units import nats_to_bits
 
@@ -156,7 +157,7 @@ class RidgeProbe(TestScoring, nn.Module):
             for d in (getattr(self, f"center{i}").numel() for i in range(len(self.views)))
         ]
         offsets = torch.arange(self.num_offsets, device=device) * self.num_classes
-        for features, targets in batches:
+        for features, targets, _ in batches:
             targets = targets.to(device)
             columns = (targets + offsets).reshape(-1)
             rows = torch.arange(len(targets), device=device).repeat_interleave(self.num_offsets)
@@ -174,6 +175,10 @@ class RidgeProbe(TestScoring, nn.Module):
                 m.gram += (x.T @ x).double()
                 m.cross += torch.sparse.mm(onehot_t, x).T.double()
                 m.sum_y += sum_y
+        for m in moments:  # each rank summed its share of the pass: add the shares
+            for total in (m.sum_x, m.gram, m.cross, m.sum_y):
+                all_reduce_sum(total)
+            m.count = float(all_reduce_sum(torch.tensor(m.count, **wide)))
         return moments
 
     def _fit_temperatures(self, val_batches: Iterable) -> None:
@@ -202,7 +207,7 @@ class RidgeProbe(TestScoring, nn.Module):
         inverse temperature beta of `grid` [grid, views, offsets], in one pass."""
         device = self.best_val_xent.device
         total, count = torch.zeros(grid.shape, dtype=torch.float64, device=device), 0
-        for features, targets in batches:
+        for features, targets, _ in batches:
             targets = targets.to(device)
             count += len(targets)
             scores = self.logits({v: x.to(device) for v, x in features.items()})
@@ -211,16 +216,17 @@ class RidgeProbe(TestScoring, nn.Module):
                 for g, beta in enumerate(grid[:, i]):
                     lse = torch.logsumexp(z * beta.view(1, -1, 1), -1)
                     total[g, i] += (lse - beta * true).sum(0).double()
-        return total / count
+        count = all_reduce_sum(torch.tensor(float(count), dtype=torch.float64, device=device))
+        return all_reduce_sum(total) / count
 
     @torch.no_grad()
     def test(self, batches: Iterable) -> dict[str, torch.Tensor]:
         """The same test statistics as a trained probe's, in one pass."""
         device = self.best_val_xent.device
         scores = self.new_test_scores().to(device)
-        for features, targets in batches:
+        for features, targets, rows in batches:
             features = {v: x.to(device) for v, x in features.items()}
-            scores.update(*head_statistics(self.logits(features), targets.to(device)))
+            scores.update(*head_statistics(self.logits(features), targets.to(device)), rows)
         self.test_results = {k: v.cpu() for k, v in scores.results().items()}
         return self.test_results
 

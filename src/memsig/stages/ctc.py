@@ -28,7 +28,7 @@ def error_rates(
     system.eval()
     cer, wer = CharErrorRate(), WordErrorRate()
     for waves, lengths, targets, target_lengths in utterance_loader(
-        utterances, sample_rate, batch_size, False
+        utterances, sample_rate, batch_size, False, shard=False
     ):
         log_probs, frames = system.net(waves.to(system.device), lengths.to(system.device))
         hypotheses = system.transcribe(log_probs, frames)
@@ -49,7 +49,10 @@ def train_ctc(cfg: DictConfig, plan: Plan, loggers: list) -> Path:
     rate, batch = corpus.sample_rate, training.batch_size
     if net.preprocessor.normalise == "global":
         net.preprocessor.fit_global(
-            (w, n) for w, n, _, _ in utterance_loader(corpus.parts["train"], rate, batch, False)
+            (w, n)
+            for w, n, _, _ in utterance_loader(
+                corpus.parts["train"], rate, batch, False, shard=False
+            )
         )
     train = utterance_loader(
         corpus.parts["train"],
@@ -61,7 +64,8 @@ def train_ctc(cfg: DictConfig, plan: Plan, loggers: list) -> Path:
         training.batch_by_length,
         shard=True,
     )
-    val = utterance_loader(corpus.parts["val"], rate, batch, False)
+    # every rank scores all of val: the error rates' sums, added over the ranks, grow alike
+    val = utterance_loader(corpus.parts["val"], rate, batch, False, shard=False)
     fit_best(cfg, plan, loggers, system, train, val, "val/cer")
     metrics = {}
     for part, prefix in (("val", "val"), ("probe_test", "test")):
