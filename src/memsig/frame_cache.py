@@ -26,6 +26,14 @@ log = logging.getLogger(__name__)
 TARGETS = "targets.npz"
 
 
+def open_frame_cache(directory: Path, identity: Mapping) -> tuple[StateCache, FrameTargets] | None:
+    """The frame cache in `directory` and its targets if complete for `identity`, else None."""
+    cached = open_cache(directory, identity)
+    if cached is None or not (directory / TARGETS).is_file():
+        return None
+    return cached, FrameTargets.load(directory / TARGETS)
+
+
 @torch.no_grad()
 def build_frame_cache(
     net: CTCEncoder,
@@ -38,9 +46,9 @@ def build_frame_cache(
     device: torch.device | str = "cpu",
 ) -> tuple[StateCache, FrameTargets]:
     """Views of `identity["views"]` for every frame, and the frames' grapheme targets."""
-    cached = open_cache(directory, identity)
-    if cached is not None and (directory / TARGETS).is_file():
-        return cached, FrameTargets.load(directory / TARGETS)
+    cached = open_frame_cache(directory, identity)
+    if cached is not None:
+        return cached
     frames = net.frame_lengths(torch.tensor([u.num_samples for u in utterances])).numpy()
     frame_start = np.concatenate([[0], np.cumsum(frames)])
     token_start = np.concatenate([[0], np.cumsum([len(u.tokens) for u in utterances])])

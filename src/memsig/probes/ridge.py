@@ -142,7 +142,8 @@ class RidgeProbe(TestScoring, nn.Module):
     @torch.no_grad()
     def _moments(self, batches: Iterable) -> list[Moments]:
         """One pass: every view's moments; the one-hot targets of all offsets enter as one
-        sparse matrix, so the cross moments cost n * offsets * D, not n * offsets * V * D."""
+        sparse matrix, so the cross moments cost n * offsets * D, not n * offsets * V * D.
+        Under DDP each rank passes over its share of the batches and the sums are added."""
         device = self.best_val_xent.device
         width = self.num_offsets * self.num_classes
         wide = {"dtype": torch.float64, "device": device}
@@ -163,17 +164,19 @@ class RidgeProbe(TestScoring, nn.Module):
             rows = torch.arange(len(targets), device=device).repeat_interleave(self.num_offsets)
             onehot_t = torch.sparse_coo_tensor(
                 torch.stack([columns, rows]),
-                torch.ones(len(columns), device=device),
+                torch.ones(len(columns), **wide),
                 (width, len(targets)),
                 check_invariants=False,
             )
             sum_y = torch.bincount(columns, minlength=width).double()
             for i, (v, m) in enumerate(zip(self.views, moments, strict=True)):
-                x = self.standardised(i, features[v].to(device))
+                # products of float32 states are exact in float64: the sums then hardly depend
+                # on how the positions are cut into batches (or shared among DDP ranks)
+                x = self.standardised(i, features[v].to(device)).double()
                 m.count += len(x)
-                m.sum_x += x.sum(0).double()
-                m.gram += (x.T @ x).double()
-                m.cross += torch.sparse.mm(onehot_t, x).T.double()
+                m.sum_x += x.sum(0)
+                m.gram += x.T @ x
+                m.cross += torch.sparse.mm(onehot_t, x).T
                 m.sum_y += sum_y
         for m in moments:  # each rank summed its share of the pass: add the shares
             for total in (m.sum_x, m.gram, m.cross, m.sum_y):
@@ -215,7 +218,7 @@ class RidgeProbe(TestScoring, nn.Module):
                 true = z.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # [b, offsets]
                 for g, beta in enumerate(grid[:, i]):
                     lse = torch.logsumexp(z * beta.view(1, -1, 1), -1)
-                    total[g, i] += (lse - beta * true).sum(0).double()
+                    total[g, i] += (lse - beta * true).double().sum(0)
         count = all_reduce_sum(torch.tensor(float(count), dtype=torch.float64, device=device))
         return all_reduce_sum(total) / count
 

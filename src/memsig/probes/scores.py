@@ -52,7 +52,7 @@ class HeadScores(Metric):
     ) -> None:
         """nll, correct: [views, batch, offsets]; targets: [batch, offsets]; rows: [batch], each
         row's index in the scored dataset (which names its document)."""
-        self.nll += nll.sum(1).double()
+        self.nll += nll.double().sum(1)  # float64 sums: the same whatever the batches
         self.correct += correct.sum(1).double()
         self.count += nll.shape[1]
         offsets = torch.arange(targets.shape[1], device=targets.device)

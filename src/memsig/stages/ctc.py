@@ -15,7 +15,7 @@ from memsig.data.utterances import utterance_loader
 from memsig.models.asr import CTCSystem
 from memsig.models.checkpoint import build_network, save_base_checkpoint
 from memsig.plan import Plan
-from memsig.stages.trainer import fit_best
+from memsig.stages.trainer import fit_best, publish_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,14 @@ def train_ctc(cfg: DictConfig, plan: Plan, loggers: list) -> Path:
         metrics.update({f"{prefix}/{name}": value for name, value in scores.items()})
     for logger in loggers:
         logger.log_metrics(metrics)
-    save_base_checkpoint(plan.base_ckpt, net, model_cfg, list(corpus.vocab), corpus.unit, metrics)
+    publish_checkpoint(
+        plan,
+        loggers,
+        lambda path: save_base_checkpoint(
+            path, net, model_cfg, list(corpus.vocab), corpus.unit, metrics
+        ),
+        metrics,
+    )
     log.info(
         "speech encoder: val/cer %.4f, test/cer %.4f, saved %s",
         metrics["val/cer"],

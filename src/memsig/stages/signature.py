@@ -101,6 +101,8 @@ def signature_stage(cfg: DictConfig, plan: Plan, loggers: list) -> Signature:
             "vocab": list(corpus.vocab),
             "probe_train_tokens": len(parts["probe_train"].tokens),
             "probe_test_tokens": len(parts["probe_test"].tokens),
+            # test positions scored (summed over DDP ranks): every probe-test position once
+            "probe_test_positions": int(fitted.results["count"]),
             "source": dict(corpus.info),
         },
         probe={

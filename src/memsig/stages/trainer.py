@@ -3,14 +3,20 @@ loop every trained base model shares (best checkpoint, early stopping, resume)."
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
+from memsig.distributed import barrier, is_rank_zero
+from memsig.models.checkpoint import file_digest
 from memsig.plan import Plan
 from memsig.resume import ResumeCheckpoint, resume_point
+from memsig.tracking import log_checkpoint
 
 
 def make_trainer(cfg: DictConfig, loggers: list, **overrides) -> L.Trainer:
@@ -68,3 +74,15 @@ def fit_best(
     state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
     system.load_state_dict(state)
     return float(best.best_model_score)
+
+
+def publish_checkpoint(
+    plan: Plan, loggers: list, save: Callable[[Path], None], metrics: Mapping[str, float]
+) -> Path:
+    """Rank 0 saves the base checkpoint (`save(path)`) and logs it as the run's model artifact
+    (the one the signature's lineage names); every rank waits until it is there to read."""
+    if is_rank_zero():
+        save(plan.base_ckpt)
+        log_checkpoint(loggers, plan.base_ckpt, file_digest(plan.base_ckpt), metrics)
+    barrier()
+    return plan.base_ckpt
