@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from memsig.data.streams import stream_loader
 from memsig.models.char_lm import CharLM
-from memsig.models.checkpoint import build_network, save_base_checkpoint
+from memsig.models.checkpoint import build_network
 from memsig.models.ngram import bits_per_char
 from memsig.plan import Plan, optional_list
 from memsig.stages.ctc import train_ctc
@@ -43,14 +43,7 @@ def train_base(cfg: DictConfig, plan: Plan, loggers: list) -> Path:
     callbacks = _signatures_during_training(cfg, plan, loggers)
     score = fit_best(cfg, plan, loggers, lm, train, val, "val/bpc", callbacks)
     metrics = {"val/bpc": score}
-    publish_checkpoint(
-        plan,
-        loggers,
-        lambda path: save_base_checkpoint(
-            path, lm.net, model_cfg, list(corpus.vocab), corpus.unit, metrics, lm.target
-        ),
-        metrics,
-    )
+    publish_checkpoint(plan, loggers, lm.net, model_cfg, metrics, lm.target)
     log.info("base model: val/bpc %.4f, saved %s", metrics["val/bpc"], plan.base_ckpt)
     return plan.base_ckpt
 
@@ -84,13 +77,6 @@ def fit_by_counting(cfg: DictConfig, plan: Plan, loggers: list) -> Path:
     metrics = {"val/bpc": bits_per_char(net, corpus.parts["val"])}
     for logger in loggers:
         logger.log_metrics(metrics)
-    publish_checkpoint(
-        plan,
-        loggers,
-        lambda path: save_base_checkpoint(
-            path, net, model_cfg, list(corpus.vocab), corpus.unit, metrics
-        ),
-        metrics,
-    )
+    publish_checkpoint(plan, loggers, net, model_cfg, metrics)
     log.info("count model: val/bpc %.4f, saved %s", metrics["val/bpc"], plan.base_ckpt)
     return plan.base_ckpt

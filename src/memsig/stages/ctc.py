@@ -13,7 +13,7 @@ from torchmetrics.text import CharErrorRate, WordErrorRate
 from memsig.data.speech import SpeechCorpus, Utterance
 from memsig.data.utterances import utterance_loader
 from memsig.models.asr import CTCSystem
-from memsig.models.checkpoint import build_network, save_base_checkpoint
+from memsig.models.checkpoint import build_network
 from memsig.plan import Plan
 from memsig.stages.trainer import fit_best, publish_checkpoint
 
@@ -73,14 +73,7 @@ def train_ctc(cfg: DictConfig, plan: Plan, loggers: list) -> Path:
         metrics.update({f"{prefix}/{name}": value for name, value in scores.items()})
     for logger in loggers:
         logger.log_metrics(metrics)
-    publish_checkpoint(
-        plan,
-        loggers,
-        lambda path: save_base_checkpoint(
-            path, net, model_cfg, list(corpus.vocab), corpus.unit, metrics
-        ),
-        metrics,
-    )
+    publish_checkpoint(plan, loggers, net, model_cfg, metrics)
     log.info(
         "speech encoder: val/cer %.4f, test/cer %.4f, saved %s",
         metrics["val/cer"],

@@ -3,7 +3,7 @@ loop every trained base model shares (best checkpoint, early stopping, resume)."
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import lightning as L
@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from memsig.distributed import barrier, is_rank_zero
-from memsig.models.checkpoint import file_digest
+from memsig.models.checkpoint import file_digest, save_base_checkpoint
 from memsig.plan import Plan
 from memsig.resume import ResumeCheckpoint, resume_point
 from memsig.tracking import log_checkpoint
@@ -77,12 +77,20 @@ def fit_best(
 
 
 def publish_checkpoint(
-    plan: Plan, loggers: list, save: Callable[[Path], None], metrics: Mapping[str, float]
+    plan: Plan,
+    loggers: list,
+    net: torch.nn.Module,
+    model_cfg: Mapping,
+    metrics: Mapping[str, float],
+    target: int = -1,
 ) -> Path:
-    """Rank 0 saves the base checkpoint (`save(path)`) and logs it as the run's model artifact
-    (the one the signature's lineage names); every rank waits until it is there to read."""
+    """Rank 0 saves the base checkpoint of `net` (see save_base_checkpoint) and logs it as the
+    run's model artifact (the one the signature's lineage names); every rank waits until it
+    is there to read."""
     if is_rank_zero():
-        save(plan.base_ckpt)
+        corpus = plan.corpus
+        vocab = list(corpus.vocab)
+        save_base_checkpoint(plan.base_ckpt, net, model_cfg, vocab, corpus.unit, metrics, target)
         log_checkpoint(loggers, plan.base_ckpt, file_digest(plan.base_ckpt), metrics)
     barrier()
     return plan.base_ckpt
