@@ -139,7 +139,7 @@ def test_closed_form_signature_under_ddp_equals_one_process(tmp_path, text_check
     run(compose_config(tmp_path / "single", [*SMALL, *extras]))
     single = json.loads((tmp_path / "single" / "signature.json").read_text())
     compared = assert_same_signature(ddp, single, EXACT)
-    assert compared > 500  # scores, intervals, control, online code, conditioning
+    assert compared > 300  # scores, intervals, control, online code, conditioning
     assert ddp["data"]["probe_test_positions"] == ddp["data"]["probe_test_tokens"] - 3
     assert ddp["intervals"]["documents"] == single["intervals"]["documents"] > 2
 
