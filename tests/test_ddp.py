@@ -81,7 +81,7 @@ def text_checkpoint(tmp_path_factory) -> Path:
 def test_ddp_on_two_processes_matches_one_process(tmp_path):
     """Both stages under DDP with the trained (linear) probe and signatures during training."""
     ddp_dir = tmp_path / "ddp"
-    during = ["probe.during_training.every_n_steps=50", "probe.during_training.chars=2000"]
+    during = ["probe.during_training.every_n_steps=1000", "probe.during_training.chars=2000"]
     ddp = run_ddp(ddp_dir, [*TINY, *TINY_MARKOV, *SMALL, *during, "logger=csv"])
 
     single_base = tmp_path / "single"
