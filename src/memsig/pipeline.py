@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import logging
+
 import lightning as L
 import torch
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
+from memsig import progress
 from memsig.atomic import write_text_atomic
 from memsig.distributed import is_rank_zero, start_processes
 from memsig.plan import prepare
 from memsig.signature import Signature
 from memsig.stages.base import train_base
 from memsig.stages.signature import signature_stage
+from memsig.threads import torch_threads
 from memsig.tracking import build_loggers
+
+log = logging.getLogger("memsig")
 
 
 def run(cfg: DictConfig) -> Signature | None:
@@ -26,7 +32,10 @@ def run(cfg: DictConfig) -> Signature | None:
     loggers = build_loggers(cfg.get("logger"), OmegaConf.to_container(cfg, resolve=True))
     status = "failed"
     threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.get("threads") or threads)
+    chosen, why = torch_threads(cfg.get("threads"), cfg.trainer)
+    torch.set_num_threads(chosen)
+    log.info("torch CPU threads: %d (%s)", chosen, why)
+    progress.configure(cfg.progress_every)
     try:
         if plan.stage in ("all", "base") and not plan.reuse_ckpt:
             train_base(cfg, plan, loggers)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from memsig.cluster import check_local_ddp_in_sweep
 from memsig.config import build, in_sweep
@@ -51,10 +51,7 @@ def prepare(cfg: DictConfig) -> Plan:
     check_local_ddp_in_sweep(cfg.trainer, in_sweep())
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    offsets = resolve_offsets(
-        OmegaConf.to_container(cfg.probe.offsets) if cfg.probe.offsets is not None else None,
-        cfg.probe.max_offset,
-    )
+    offsets = resolve_offsets(optional_list(cfg.probe.offsets), cfg.probe.max_offset)
     corpus: Corpus | SpeechCorpus = build(cfg.data)
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     if cfg.model.get("fit") == "counts" and corpus.target != -1:
@@ -151,6 +148,7 @@ def check_speech_probe(corpus: SpeechCorpus, offsets: list[int], reference_order
             )
 
 
-def optional_list(value) -> list | None:
-    """A config list as a plain list (None stays None)."""
-    return None if value is None else list(value)
+def optional_list(value):
+    """A config list as a plain list; anything else (None, a string or number given where a
+    list belongs) as it is, for the checks to name it."""
+    return OmegaConf.to_container(value) if isinstance(value, ListConfig) else value

@@ -20,6 +20,7 @@ import torch
 
 from memsig.atomic import write_json_atomic
 from memsig.errors import MemsigError, NumericalError
+from memsig.progress import LoopProgress
 
 MANIFEST = "manifest.json"
 
@@ -220,6 +221,7 @@ def build_cache(
     index = np.minimum(first[:, None] + np.arange(steps)[None, :], length - 1)
     row_tokens = torch.as_tensor(np.asarray(tokens, dtype=np.int64)[index], device=device)
     state = None
+    progress = LoopProgress(f"extraction {directory.name}", length, "positions")
     for lo in range(0, steps, settings.chunk):
         hi = min(lo + settings.chunk, steps)
         views, state = states_fn(row_tokens[:, lo:hi], state, only=wanted)
@@ -232,4 +234,5 @@ def build_cache(
             mask = torch.as_tensor(kept, device=row_tokens.device)
             kept_views = {v: views[v][mask] for v in view_dims}
         writer.write(positions, kept_views)
+        progress.update(writer.count)
     return writer.finish(identity)

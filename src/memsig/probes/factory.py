@@ -105,6 +105,7 @@ def fit_and_test(
     trainer = make_trainer(
         cfg,
         loggers or [],
+        "probe",
         max_epochs=cfg.probe.max_epochs,
         callbacks=[stop, ResumeCheckpoint(checkpoints)],
         enable_checkpointing=False,

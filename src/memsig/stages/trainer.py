@@ -15,16 +15,21 @@ from torch.utils.data import DataLoader
 from memsig.distributed import barrier, is_rank_zero
 from memsig.models.checkpoint import file_digest, save_base_checkpoint
 from memsig.plan import Plan
+from memsig.progress import LogProgress, log_lines_instead_of_bar
 from memsig.resume import ResumeCheckpoint, resume_point
 from memsig.tracking import log_checkpoint
 
 
-def make_trainer(cfg: DictConfig, loggers: list, **overrides) -> L.Trainer:
+def make_trainer(cfg: DictConfig, loggers: list, stage: str, **overrides) -> L.Trainer:
     """Hardware and loop settings from `trainer`, stage-specific settings as overrides. The
     loaders split batches across DDP ranks themselves (memsig.distributed), so Lightning's
-    distributed sampler stays off."""
+    distributed sampler stays off. When stdout is not a terminal, progress is reported as
+    `stage: ...` log lines instead of a bar."""
     settings = OmegaConf.to_container(cfg.trainer, resolve=True)
     settings.update(use_distributed_sampler=False, **overrides)
+    if settings.get("enable_progress_bar", True) and log_lines_instead_of_bar():
+        settings["enable_progress_bar"] = False
+        settings["callbacks"] = [*settings.get("callbacks", []), LogProgress(stage)]
     return L.Trainer(logger=loggers or False, default_root_dir=cfg.paths.output_dir, **settings)
 
 
@@ -64,6 +69,7 @@ def fit_best(
     trainer = make_trainer(
         cfg,
         loggers,
+        "base",
         max_epochs=training.max_epochs,
         callbacks=[best, stop, ResumeCheckpoint(checkpoints), *(callbacks or [])],
         gradient_clip_val=training.grad_clip,
