@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+from pathlib import Path
+
 import lightning as L
 import torch
 from lightning.pytorch.loggers import WandbLogger
@@ -10,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from memsig.atomic import write_text_atomic
 from memsig.distributed import is_rank_zero
 from memsig.plan import prepare
+from memsig.run_lock import run_dir_lock
 from memsig.signature import Signature
 from memsig.stages.base import train_base
 from memsig.stages.signature import signature_stage
@@ -17,7 +21,14 @@ from memsig.tracking import build_loggers
 
 
 def run(cfg: DictConfig) -> Signature | None:
-    """Run the configured stages; returns the signature when one was computed."""
+    """Run the configured stages; returns the signature when one was computed. One run at a
+    time holds the run dir (rank 0 takes its lock for every rank)."""
+    run_dir = Path(cfg.paths.output_dir)
+    with run_dir_lock(run_dir) if is_rank_zero() else nullcontext():
+        return _run_stages(cfg)
+
+
+def _run_stages(cfg: DictConfig) -> Signature | None:
     plan = prepare(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     if is_rank_zero():

@@ -43,11 +43,18 @@ def train_base(cfg: DictConfig, plan: Plan, loggers: list) -> Path:
     train = stream_loader(corpus.parts["train"], training.batch_size, training.bptt, corpus.target)
     val = stream_loader(corpus.parts["val"], training.batch_size, training.bptt, corpus.target)
     callbacks = _signatures_during_training(cfg, plan, loggers)
-    score = fit_best(cfg, plan, loggers, lm, train, val, "val/bpc", callbacks)
+    score = fit_best(cfg, plan, loggers, lm, train, val, "val/bpc", plan.inputs, callbacks)
     metrics = {"val/bpc": score}
     if is_rank_zero():
         save_base_checkpoint(
-            plan.base_ckpt, lm.net, model_cfg, list(corpus.vocab), corpus.unit, metrics, lm.target
+            plan.base_ckpt,
+            lm.net,
+            model_cfg,
+            list(corpus.vocab),
+            corpus.unit,
+            metrics,
+            lm.target,
+            plan.inputs,
         )
         log_checkpoint(loggers, plan.base_ckpt, file_digest(plan.base_ckpt), metrics)
     barrier()  # every rank reads base.ckpt next
@@ -84,7 +91,9 @@ def fit_by_counting(cfg: DictConfig, plan: Plan, loggers: list) -> Path:
     metrics = {"val/bpc": bits_per_char(net, corpus.parts["val"])}
     for logger in loggers:
         logger.log_metrics(metrics)
-    save_base_checkpoint(plan.base_ckpt, net, model_cfg, list(corpus.vocab), corpus.unit, metrics)
+    save_base_checkpoint(
+        plan.base_ckpt, net, model_cfg, list(corpus.vocab), corpus.unit, metrics, inputs=plan.inputs
+    )
     log_checkpoint(loggers, plan.base_ckpt, file_digest(plan.base_ckpt), metrics)
     log.info("count model: val/bpc %.4f, saved %s", metrics["val/bpc"], plan.base_ckpt)
     return plan.base_ckpt

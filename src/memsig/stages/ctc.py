@@ -62,14 +62,16 @@ def train_ctc(cfg: DictConfig, plan: Plan, loggers: list) -> Path:
         shard=True,
     )
     val = utterance_loader(corpus.parts["val"], rate, batch, False)
-    fit_best(cfg, plan, loggers, system, train, val, "val/cer")
+    fit_best(cfg, plan, loggers, system, train, val, "val/cer", plan.inputs)
     metrics = {}
     for part, prefix in (("val", "val"), ("probe_test", "test")):
         scores = error_rates(system, corpus.parts[part], rate, batch)
         metrics.update({f"{prefix}/{name}": value for name, value in scores.items()})
     for logger in loggers:
         logger.log_metrics(metrics)
-    save_base_checkpoint(plan.base_ckpt, net, model_cfg, list(corpus.vocab), corpus.unit, metrics)
+    save_base_checkpoint(
+        plan.base_ckpt, net, model_cfg, list(corpus.vocab), corpus.unit, metrics, inputs=plan.inputs
+    )
     log.info(
         "speech encoder: val/cer %.4f, test/cer %.4f, saved %s",
         metrics["val/cer"],

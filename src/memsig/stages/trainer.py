@@ -3,12 +3,14 @@ loop every trained base model shares (best checkpoint, early stopping, resume)."
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import lightning as L
-import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
+from memsig.faults import fault_point
 from memsig.plan import Plan
 from memsig.resume import ResumeCheckpoint, resume_point
 
@@ -44,27 +46,28 @@ def fit_best(
     train: DataLoader,
     val: DataLoader,
     monitor: str,
+    inputs: Mapping,
     callbacks: list | None = None,
 ) -> float:
     """Train until `monitor` (lower is better) stops improving by model.training.min_delta for
     model.training.patience epochs; load the best epoch's weights and return its score.
-    `callbacks` run alongside the loop's own (best checkpoint, early stopping, resume)."""
+    `inputs` (what the fit is made from) guard its resume checkpoints against another run's;
+    `callbacks` run alongside the loop's own (best and resume checkpoints, early stopping)."""
     training = cfg.model.training
     checkpoints = plan.run_dir / "checkpoints" / "lightning"
-    best = ModelCheckpoint(dirpath=checkpoints, filename="best", monitor=monitor, mode="min")
     stop = EarlyStopping(
         monitor=monitor, mode="min", patience=training.patience, min_delta=training.min_delta
     )
+    saver = ResumeCheckpoint(checkpoints, "base", monitor)
     trainer = make_trainer(
         cfg,
         loggers,
         max_epochs=training.max_epochs,
-        callbacks=[best, stop, ResumeCheckpoint(checkpoints), *(callbacks or [])],
+        callbacks=[stop, saver, *(callbacks or [])],
         gradient_clip_val=training.grad_clip,
     )
-    trainer.fit(
-        system, train, val, ckpt_path=resume_point(checkpoints, cfg.resume), weights_only=True
-    )
-    state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
-    system.load_state_dict(state)
-    return float(best.best_model_score)
+    start = resume_point(checkpoints, cfg.resume, inputs)
+    trainer.fit(system, train, val, ckpt_path=start, weights_only=True)
+    fault_point("base_fitted")
+    system.load_state_dict(saver.best_weights())
+    return float(saver.best_score)
