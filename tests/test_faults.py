@@ -7,6 +7,7 @@ shared) that handles SIGTERM as the command line does; the rerun runs in the tes
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -92,16 +93,20 @@ POINTS = {  # fault point -> where it stops the run
 @pytest.mark.parametrize("signame", ["TERM", "KILL"])
 @pytest.mark.parametrize("point", list(POINTS))
 def test_a_rerun_after_a_fault_ends_with_the_uninterrupted_signature(
-    reference, tmp_path, point, signame
+    reference, tmp_path, caplog, point, signame
 ):
     expected, expected_files = reference
     late = expected["probe"]["epochs"] - 1
     assert late >= 2, "the probe must train long enough for an early and a late fault"
     fault = f"{point.replace('LATE', str(late))}:{signame}"
     status = run_with_fault(tmp_path, fault)
+    caplog.set_level(logging.INFO, "memsig")
     assert status == (TERM_EXIT if signame == "TERM" else -signal.SIGKILL), fault
     assert not (tmp_path / "signature.json").exists()
 
     resumed = run(compose_config(tmp_path, FAST))
+    assert "cannot be loaded" not in caplog.text  # resumed, not started over
+    if "epoch" in point or "fitted" in point:
+        assert "resuming from" in caplog.text
     assert comparable(resumed, tmp_path) == expected
     assert output_files(tmp_path) == expected_files
