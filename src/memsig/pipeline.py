@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -13,6 +15,7 @@ from memsig import progress
 from memsig.atomic import write_text_atomic
 from memsig.distributed import is_rank_zero, start_processes
 from memsig.plan import prepare
+from memsig.run_lock import run_dir_lock
 from memsig.signature import Signature
 from memsig.stages.base import train_base
 from memsig.stages.signature import signature_stage
@@ -23,7 +26,14 @@ log = logging.getLogger("memsig")
 
 
 def run(cfg: DictConfig) -> Signature | None:
-    """Run the configured stages; returns the signature when one was computed."""
+    """Run the configured stages; returns the signature when one was computed. One run at a
+    time holds the run dir (rank 0 takes its lock for every rank)."""
+    run_dir = Path(cfg.paths.output_dir)
+    with run_dir_lock(run_dir) if is_rank_zero() else nullcontext():
+        return _run_stages(cfg)
+
+
+def _run_stages(cfg: DictConfig) -> Signature | None:
     plan = prepare(cfg)
     start_processes(cfg.trainer)
     L.seed_everything(cfg.seed, workers=True, verbose=False)

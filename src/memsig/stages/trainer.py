@@ -8,11 +8,12 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from memsig.distributed import barrier, is_rank_zero
+from memsig.faults import fault_point
 from memsig.models.checkpoint import file_digest, save_base_checkpoint
 from memsig.plan import Plan
 from memsig.progress import LogProgress, log_lines_instead_of_bar
@@ -55,31 +56,32 @@ def fit_best(
     train: DataLoader,
     val: DataLoader,
     monitor: str,
+    inputs: Mapping,
     callbacks: list | None = None,
 ) -> float:
     """Train until `monitor` (lower is better) stops improving by model.training.min_delta for
     model.training.patience epochs; load the best epoch's weights and return its score.
-    `callbacks` run alongside the loop's own (best checkpoint, early stopping, resume)."""
+    `inputs` (what the fit is made from) guard its resume checkpoints against another run's;
+    `callbacks` run alongside the loop's own (best and resume checkpoints, early stopping)."""
     training = cfg.model.training
     checkpoints = plan.run_dir / "checkpoints" / "lightning"
-    best = ModelCheckpoint(dirpath=checkpoints, filename="best", monitor=monitor, mode="min")
     stop = EarlyStopping(
         monitor=monitor, mode="min", patience=training.patience, min_delta=training.min_delta
     )
+    saver = ResumeCheckpoint(checkpoints, "base", monitor)
     trainer = make_trainer(
         cfg,
         loggers,
         "base",
         max_epochs=training.max_epochs,
-        callbacks=[best, stop, ResumeCheckpoint(checkpoints), *(callbacks or [])],
+        callbacks=[stop, saver, *(callbacks or [])],
         gradient_clip_val=training.grad_clip,
     )
-    trainer.fit(
-        system, train, val, ckpt_path=resume_point(checkpoints, cfg.resume), weights_only=True
-    )
-    state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
-    system.load_state_dict(state)
-    return float(best.best_model_score)
+    start = resume_point(checkpoints, cfg.resume, inputs)
+    trainer.fit(system, train, val, ckpt_path=start, weights_only=True)
+    fault_point("base_fitted")
+    system.load_state_dict(saver.best_weights())
+    return float(saver.best_score)
 
 
 def publish_checkpoint(
@@ -90,13 +92,15 @@ def publish_checkpoint(
     metrics: Mapping[str, float],
     target: int = -1,
 ) -> Path:
-    """Rank 0 saves the base checkpoint of `net` (see save_base_checkpoint) and logs it as the
-    run's model artifact (the one the signature's lineage names); every rank waits until it
-    is there to read."""
+    """Rank 0 saves the base checkpoint of `net` (see save_base_checkpoint), recording the
+    inputs it was made from, and logs it as the run's model artifact (the one the signature's
+    lineage names); every rank waits until it is there to read."""
     if is_rank_zero():
         corpus = plan.corpus
         vocab = list(corpus.vocab)
-        save_base_checkpoint(plan.base_ckpt, net, model_cfg, vocab, corpus.unit, metrics, target)
+        save_base_checkpoint(
+            plan.base_ckpt, net, model_cfg, vocab, corpus.unit, metrics, target, plan.inputs
+        )
         log_checkpoint(loggers, plan.base_ckpt, file_digest(plan.base_ckpt), metrics)
     barrier()
     return plan.base_ckpt
