@@ -20,6 +20,7 @@ from memsig.data.speech import Utterance
 from memsig.data.utterances import utterance_loader
 from memsig.models.ctc_encoder import CTCEncoder
 from memsig.probes.alignment import FrameTargets, current_graphemes, min_frames
+from memsig.progress import LoopProgress
 from memsig.state_cache import CacheWriter, StateCache, open_cache
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,8 @@ def build_frame_cache(
     writer = CacheWriter(directory, identity["views"], len(anchors), dtype)
     unaligned = 0
     loader = utterance_loader(utterances, sample_rate, batch, shuffle=False, shard=False)
+    progress = LoopProgress(f"extraction {directory.name}", len(utterances), "utterances")
+    done = 0
     # an unshuffled sampler yields the same batches on every pass: the loader's batch b holds
     # the utterances of the sampler's batch b
     for index, (waves, lengths, _, _) in zip(loader.sampler, loader, strict=True):
@@ -75,6 +78,8 @@ def build_frame_cache(
             local = current_graphemes(views["logits"][b, : expected[b]], tokens, net.blank)
             span = slice(frame_start[u], frame_start[u + 1])
             anchors[span] = np.where(local >= 0, token_start[u] + local, -1)
+        done += len(index)
+        progress.update(done)
     if unaligned:
         log.warning(
             "%d of %d utterances have fewer frames than graphemes and are left out of probing",

@@ -16,6 +16,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import EarlyStopping
 from omegaconf import DictConfig
 
+from memsig.faults import fault_point
 from memsig.probes.loader import PositionBatches, position_loader
 from memsig.probes.mlp import MLPProbe
 from memsig.probes.multi_offset import FusedProbe, MultiOffsetProbe
@@ -100,14 +101,15 @@ def fit_and_test(
         patience=cfg.probe.patience,
         min_delta=cfg.probe.min_delta,
     )
-    digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()
+    inputs = {"key": key, "seed": cfg.seed}  # what the fit is made from
+    digest = hashlib.sha256(json.dumps(key).encode() + b"%d" % cfg.seed).hexdigest()
     checkpoints = setup.run_dir / "checkpoints" / f"probe-{digest[:12]}"
     trainer = make_trainer(
         cfg,
         loggers or [],
+        "probe",
         max_epochs=cfg.probe.max_epochs,
-        callbacks=[stop, ResumeCheckpoint(checkpoints)],
-        enable_checkpointing=False,
+        callbacks=[stop, ResumeCheckpoint(checkpoints, "probe")],
         num_sanity_val_steps=0,
     )
     trained.warm_start(position_loader(fit, batch, shuffle=False, shard=False))
@@ -115,9 +117,10 @@ def fit_and_test(
         trained,
         position_loader(fit, batch, shuffle=True, shard=True, seed=cfg.seed),
         position_loader(val, batch, shuffle=False, shard=True),
-        ckpt_path=resume_point(checkpoints, cfg.resume),
+        ckpt_path=resume_point(checkpoints, cfg.resume, inputs),
         weights_only=True,
     )
+    fault_point("probe_fitted")
     if documents is not None:
         trained.keep_document_sums(documents)
     trainer.test(trained, position_loader(test, batch, shuffle=False, shard=True), verbose=False)

@@ -196,9 +196,21 @@ def whitening(cov: np.ndarray, floor: float = 1e-6) -> torch.Tensor:
 
 
 def probe_views(available: Mapping[str, int], requested: Sequence[str] | None) -> dict[str, int]:
-    """The views to probe, in the model's order; unknown names are a clear error."""
+    """The views to probe, in the model's order; unknown names, an empty list and a bare name
+    where a list belongs are clear errors."""
     if requested is None:
         return dict(available)
+    if isinstance(requested, str):
+        raise ConfigError(
+            f"probe.views={requested!r} is one name, not a list: write "
+            f"probe.views=[{requested}] (or probe.views=null for every view)"
+        )
+    if not isinstance(requested, Sequence) or not requested:
+        raise ConfigError(
+            f"probe.views={requested!r}: give a non-empty list of view names, e.g. "
+            f"probe.views=[{next(iter(available))}], or probe.views=null for every view; "
+            f"available views: {list(available)}"
+        )
     unknown = [v for v in requested if v not in available]
     if unknown:
         raise ConfigError(
