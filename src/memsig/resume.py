@@ -74,14 +74,17 @@ class ResumeCheckpoint(Checkpoint):
         fault_point(f"{self.stage}_epoch")
 
     def _save(self, trainer: L.Trainer, name: str, weights_only: bool) -> None:
-        """Every rank calls (DDP), rank 0 writes; a failed write (disk full) leaves no file."""
+        """Every rank calls (DDP), rank 0 writes; a failed write (disk full) leaves no file.
+        Only rank 0 touches the file: another rank removing the temporary file could beat
+        rank 0's rename."""
         tmp, path = self.directory / f".{name}.tmp", self.directory / name
         try:
-            trainer.save_checkpoint(tmp, weights_only=weights_only)
+            trainer.save_checkpoint(tmp, weights_only=weights_only)  # rank 0 writes, all wait
             if trainer.is_global_zero:
                 tmp.replace(path)
         finally:
-            tmp.unlink(missing_ok=True)
+            if trainer.is_global_zero:
+                tmp.unlink(missing_ok=True)
 
     def best_weights(self) -> dict:
         """The state dict of the best epoch's weights."""
