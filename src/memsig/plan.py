@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
+from memsig.budget import check_disk_for_run, check_vocabulary
 from memsig.cluster import check_local_ddp_in_sweep
 from memsig.config import build, in_sweep
 from memsig.data.corpus import Corpus
@@ -28,7 +29,8 @@ from memsig.probes.local_context import check_orders
 from memsig.probes.mdl import block_ends
 from memsig.probes.multi_offset import probe_views
 from memsig.probes.offsets import resolve_offsets, valid_positions
-from memsig.validate import check_config
+from memsig.run_dir import check_writable
+from memsig.validate import check_command_line_keys, check_config
 
 STAGES = ("all", "base", "signature")
 log = logging.getLogger(__name__)
@@ -51,10 +53,11 @@ def prepare(cfg: DictConfig) -> Plan:
     """Validate the config, the data and any checkpoint to reuse, before training anything."""
     if cfg.stage not in STAGES:
         raise ConfigError(f"stage={cfg.stage}: must be one of {', '.join(STAGES)}")
+    check_command_line_keys()
     check_config(cfg)
     check_local_ddp_in_sweep(cfg.trainer, in_sweep())
     run_dir = Path(cfg.paths.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    check_writable(run_dir, "paths.output_dir")
     offsets = resolve_offsets(optional_list(cfg.probe.offsets), cfg.probe.max_offset)
     corpus: Corpus | SpeechCorpus = build(cfg.data)
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
@@ -107,6 +110,19 @@ def prepare(cfg: DictConfig) -> Plan:
     views = probe_views(with_basis_ablations(net, ablate).view_dims, optional_list(cfg.probe.views))
     check_objective(cfg.objective.metric, cfg.objective.view, list(views))
     check_orders(cfg.probe.reference_orders, len(corpus.vocab))
+    classes = len(corpus.vocab)
+    check_vocabulary(classes, cfg.max_vocab, corpus.name, views, len(offsets), cfg.probe.batch_size)
+    trains_base = cfg.stage != "signature" and not reuse
+    probes = cfg.stage != "base"
+    check_disk_for_run(
+        run_dir,
+        sum(p.numel() for p in net.parameters()) if trains_base else None,
+        views if probes else {},
+        len(offsets),
+        classes,
+        _cached_positions(corpus) if probes else 0,
+        np.dtype(cfg.probe.extract.dtype).itemsize,
+    )
     if isinstance(corpus, SpeechCorpus):
         if cfg.probe.get("condition_on") is not None:
             raise ConfigError(
@@ -162,6 +178,14 @@ def _use_checkpoint_model(cfg: DictConfig, payload: dict, path: Path) -> None:
         )
     with open_dict(cfg):
         cfg.model = OmegaConf.create(model)
+
+
+def _cached_positions(corpus: Corpus | SpeechCorpus) -> int:
+    """Rows of the state cache of a token stream (a speech corpus's frames are counted only
+    when its cache is built: its extraction checks the disk then)."""
+    if isinstance(corpus, SpeechCorpus):
+        return 0
+    return len(corpus.parts["probe_train"]) + len(corpus.parts["probe_test"])
 
 
 def _check_reliability_options(cfg: DictConfig, corpus: Corpus, offsets: list[int]) -> None:

@@ -10,6 +10,7 @@ the console and to the run's log file."""
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -36,7 +37,7 @@ def log_lines_instead_of_bar() -> bool:
 
 def clock_text(seconds: float) -> str:
     """h:mm:ss, or `?` when the rate is not known yet."""
-    if seconds != seconds or seconds == float("inf"):
+    if not math.isfinite(seconds):
         return "?"
     minutes, secs = divmod(int(round(seconds)), 60)
     return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
@@ -61,7 +62,7 @@ class Ticker:
     def rate(self, done: float) -> float:
         """Units of work per second since the start."""
         elapsed = self.clock() - self.start
-        return done / elapsed if elapsed > 0 else float("nan")
+        return done / elapsed if elapsed > 0 else math.nan
 
 
 class LoopProgress:
@@ -82,7 +83,7 @@ class LoopProgress:
         if not self.ticker.due():
             return
         rate = self.ticker.rate(done)
-        eta = (self.total - done) / rate if rate > 0 else float("nan")
+        eta = (self.total - done) / rate if rate > 0 else math.nan
         log.info(
             "%s: %d/%d %s (%.0f%%), %.1f %s/s, ETA %s",
             self.what,
@@ -120,16 +121,17 @@ class LogProgress(Callback):
         per_epoch = trainer.num_training_batches  # inf for a loader without a length
         rate = self.ticker.rate(trainer.global_step - self.first_step)
         left_in_epoch = per_epoch - (batch_idx + 1)
-        left_in_fit = left_in_epoch + per_epoch * (trainer.max_epochs - trainer.current_epoch - 1)
+        epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else math.inf
+        left_in_fit = left_in_epoch + per_epoch * (epochs - trainer.current_epoch - 1)
         log.info(
-            "%s: epoch %d/%d, step %d/%s, %s, %.1f steps/s, ETA %s (epoch), <= %s (max_epochs)",
+            "%s: epoch %d/%s, step %d/%s, %s, %.1f steps/s, ETA %s (epoch), <= %s (max_epochs)",
             self.stage,
             trainer.current_epoch + 1,
-            trainer.max_epochs,
+            epochs if epochs != math.inf else "?",
             batch_idx + 1,
-            per_epoch if per_epoch != float("inf") else "?",
+            per_epoch if per_epoch != math.inf else "?",
             metrics_text(trainer.progress_bar_metrics) or "no metric yet",
             rate,
-            clock_text(left_in_epoch / rate if rate > 0 else float("nan")),
-            clock_text(left_in_fit / rate if rate > 0 else float("nan")),
+            clock_text(left_in_epoch / rate if rate > 0 else math.nan),
+            clock_text(left_in_fit / rate if rate > 0 else math.nan),
         )

@@ -117,14 +117,24 @@ def _damaged_files(directory: Path, sizes: Mapping[str, int] | None) -> str:
     return "; ".join(wrong)
 
 
-def check_free_space(directory: Path, needed: int, margin: float = 1.1) -> None:
-    """Refuse to start an extraction the disk cannot hold, before writing anything."""
+CACHE_FIXES = (
+    "probe fewer views (probe.views=[...]), or store float16 (probe.extract.dtype=float16)"
+)
+
+
+def check_free_space(
+    directory: Path,
+    needed: int,
+    margin: float = 1.1,
+    what: str = "the state cache",
+    fixes: str = CACHE_FIXES,
+) -> None:
+    """Refuse to start work whose files the disk cannot hold, before writing anything."""
     free = shutil.disk_usage(directory).free
     if needed * margin > free:
         raise MemsigError(
-            f"the state cache needs {needed / 2**30:.2f} GiB in {directory} but only "
-            f"{free / 2**30:.2f} GiB is free: free disk space, probe fewer views "
-            "(probe.views=[...]), or store float16 (probe.extract.dtype=float16)"
+            f"{what} needs {needed / 2**30:.2f} GiB in {directory} but only "
+            f"{free / 2**30:.2f} GiB is free: free disk space, {fixes}"
         )
 
 
