@@ -81,7 +81,8 @@ class ResumeCheckpoint(Checkpoint):
             if trainer.is_global_zero:
                 tmp.replace(path)
         finally:
-            tmp.unlink(missing_ok=True)
+            if trainer.is_global_zero:  # the only writer: other ranks never touch its file
+                tmp.unlink(missing_ok=True)
 
     def best_weights(self) -> dict:
         """The state dict of the best epoch's weights."""
