@@ -20,6 +20,7 @@ import pytest
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from conftest import compose_config
+from memsig.atomic import write_atomic
 from memsig.cli import _stop_on_sigterm
 from memsig.errors import ConfigError, MemsigError
 from memsig.pipeline import run
@@ -258,4 +259,16 @@ def test_a_checkpoint_write_that_fails_leaves_no_file(tmp_path):
     saver = ResumeCheckpoint(tmp_path, "probe")
     with pytest.raises(OSError, match="No space left"):
         saver._save(DiskFull(), "last.ckpt", weights_only=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_write_that_fails_leaves_no_file(tmp_path):
+    """Signature files and figures go through write_atomic: a full disk leaves nothing."""
+
+    def half_then_full(tmp: Path) -> None:
+        tmp.write_bytes(b"half a figure")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        write_atomic(tmp_path / "signature.png", half_then_full)
     assert list(tmp_path.iterdir()) == []

@@ -83,7 +83,7 @@ class ResumeCheckpoint(Checkpoint):
             if trainer.is_global_zero:
                 tmp.replace(path)
         finally:
-            if trainer.is_global_zero:
+            if trainer.is_global_zero:  # the only writer: other ranks never touch its file
                 tmp.unlink(missing_ok=True)
 
     def best_weights(self) -> dict:

@@ -170,6 +170,8 @@ def _save_outputs(signature: Signature, chars: dict | None, plan: Plan, loggers:
     ]
     fault_point("signature_file")
     names = [path.name for path in (*files, figure, *reports)]
+    if "untrained" in signature.extra:  # written by untrained_signature before these
+        names += ["untrained/signature.json", "untrained/signature.csv"]
     signature.extra["files"] = sorted({*names, "signature.csv"})
     files.extend(signature.save(run_dir))
     logged = not plan.reuse_ckpt  # the base stage of this run logged the checkpoint
