@@ -18,11 +18,11 @@ from omegaconf import DictConfig
 
 from memsig.probes.loader import PositionBatches, position_loader
 from memsig.probes.mlp import MLPProbe
+from memsig.probes.moments import fit_moments
 from memsig.probes.multi_offset import FusedProbe, MultiOffsetProbe
 from memsig.probes.ridge import RidgeProbe
 from memsig.resume import ResumeCheckpoint, resume_point
 from memsig.stages.trainer import make_trainer
-from memsig.state_cache import StateCache
 
 Probe = FusedProbe | RidgeProbe  # what every kind offers: views, logits(features), test_results
 Sets = tuple[PositionBatches, PositionBatches, PositionBatches]  # fit, val, test
@@ -31,13 +31,13 @@ Sets = tuple[PositionBatches, PositionBatches, PositionBatches]  # fit, val, tes
 @dataclass(frozen=True)
 class ProbeSetup:
     """What every probe of one signature shares: the config, the run dir (resume checkpoints),
-    the views probed, the number of classes, the states' moments (whitening) and the device."""
+    the heads' inputs (views and derived heads) and widths, the number of classes and the
+    device."""
 
     cfg: DictConfig
     run_dir: Path
     views: dict[str, int]
     num_classes: int
-    moments: StateCache
     device: torch.device
 
 
@@ -67,7 +67,7 @@ def fit_and_test(
     document. `key` names the run's resume checkpoints."""
     cfg, (fit, val, test) = setup.cfg, sets
     num_offsets, batch = len(fit.offsets), cfg.probe.batch_size
-    moments = (setup.moments.mean, setup.moments.cov)
+    moments = fit_moments(fit, setup.views, batch)
     # the same probe whether or not the base model was trained in this process
     L.seed_everything(cfg.seed, verbose=False)
     if cfg.probe.kind == "ridge":

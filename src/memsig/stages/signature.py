@@ -74,8 +74,7 @@ def signature_stage(cfg: DictConfig, plan: Plan, loggers: list) -> Signature:
     conditioning = Conditioning(cfg.probe.get("condition_on"), views, num_classes)
     sets = tuple(map(conditioning.batches, position_sets(parts, offsets, cfg.probe.val_fraction)))
     fit, val, test = sets
-    moments = conditioning.moments(fit, parts["probe_train"].cache, cfg.probe.batch_size)
-    setup = ProbeSetup(cfg, plan.run_dir, conditioning.probe_dims, num_classes, moments, device)
+    setup = ProbeSetup(cfg, plan.run_dir, conditioning.probe_dims, num_classes, device)
     documents = test_documents(cfg, test, parts["probe_test"].blocks)
     probe_key = [identity, probe_cfg, offsets]
     fitted = fit_and_test(setup, sets, probe_key, loggers, documents)
