@@ -3,9 +3,16 @@ the fit positions only."""
 
 from __future__ import annotations
 
-import numpy as np
+import functools
 
-from memsig.probes.loader import PositionBatches
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+
+from conftest import compose_config
+from memsig.probes.factory import ProbeSetup, fit_and_test
+from memsig.probes.loader import PositionBatches, targets_of
 from memsig.probes.moments import fit_moments
 from memsig.probes.multi_offset import WHITENING_SHRINKAGE, whitening
 
@@ -39,3 +46,79 @@ def test_fit_moments_leave_out_rows_outside_the_fit_positions():
     np.testing.assert_allclose(mean["x"], x[positions].mean(0), atol=1e-6)
     reference = np.cov(x[positions].astype(np.float64), rowvar=False, bias=True)
     np.testing.assert_allclose(cov["x"], reference, atol=1e-6)
+
+
+def onehot_history(n: int, vocab: int, seed: int, rare_from: int) -> tuple[np.ndarray, np.ndarray]:
+    """Tokens over `vocab` symbols (the last one only from position `rare_from` on: unseen in
+    the fit block) and a state: the last two tokens one-hot, blurred by noise, plus three
+    noise units; the first two rows are padding (all zeros), outside every position set."""
+    rng = np.random.default_rng(seed)
+    tokens = rng.choice(
+        vocab - 1, size=n, p=np.linspace(2, 1, vocab - 1) / np.linspace(2, 1, vocab - 1).sum()
+    )
+    late = rng.random(n) < 0.02
+    tokens[rare_from:][late[rare_from:]] = vocab - 1
+    eye = np.eye(vocab)
+    x = np.concatenate([eye[tokens], eye[np.roll(tokens, 1)], np.zeros((n, 3))], 1)
+    x = x + 0.6 * rng.normal(size=x.shape)
+    x[:2] = 0.0
+    return tokens, x.astype(np.float32)
+
+
+def reference_scores(x_fit, y_fit, x_val, y_val, x_test, y_test, vocab):
+    """scikit-learn LogisticRegression, C chosen on the validation block by cross-entropy;
+    symbols unseen in the fit block get the add-one prior's probability, the rest share the
+    remaining mass as scikit-learn's probabilities say (memsig's convention, prior_guard.py)."""
+    counts = np.bincount(y_fit, minlength=vocab) + 1.0
+    prior = counts / counts.sum()
+    seen = np.bincount(y_fit, minlength=vocab) > 0
+    scaler = StandardScaler().fit(x_fit)
+
+    def probabilities(model, x):
+        out = np.tile(prior, (len(x), 1))
+        out[:, seen] = model.predict_proba(scaler.transform(x)) * (1 - prior[~seen].sum())
+        return out
+
+    def xent(p, y):
+        return float(-np.log2(p[np.arange(len(y)), y]).mean())
+
+    best = None
+    for c in (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0):
+        model = LogisticRegression(C=c, max_iter=5000).fit(scaler.transform(x_fit), y_fit)
+        score = xent(probabilities(model, x_val), y_val)
+        if best is None or score < best[0]:
+            best = (score, model)
+    p = probabilities(best[1], x_test)
+    prior_val = xent(np.tile(prior, (len(y_val), 1)), y_val)
+    if best[0] > prior_val:  # the prior beats every C on validation
+        p = np.tile(prior, (len(y_test), 1))
+    return float((p.argmax(1) == y_test).mean()), xent(p, y_test)
+
+
+def test_linear_probe_matches_scikit_learn_with_c_chosen_on_validation(tmp_path):
+    """The pipeline's probe fitting (fit_and_test: fit-block whitening, L2 strengths chosen
+    on validation, prior guard) against scikit-learn on a tiny set with padding rows and a
+    symbol unseen in the fit block: accuracy within 0.01, cross-entropy within 0.03 bits."""
+    vocab, offsets = 6, [0, 1, 3]
+    tokens, x = onehot_history(6000, vocab, seed=3, rare_from=4000)
+    data = functools.partial(PositionBatches, {"x": x}, tokens, offsets=np.asarray(offsets))
+    fit, val, test = (
+        data(positions=np.arange(a, b)) for a, b in ((3, 3000), (3003, 4000), (4000, 6000))
+    )
+    cfg = compose_config(tmp_path, ["probe.max_epochs=30", "probe.batch_size=256"])
+    setup = ProbeSetup(cfg, tmp_path, {"x": x.shape[1]}, vocab, torch.device("cpu"))
+    results = fit_and_test(setup, (fit, val, test), ["sklearn"]).results
+    y = {name: targets_of(part) for name, part in (("fit", fit), ("val", val), ("test", test))}
+    for column, k in enumerate(offsets):
+        accuracy, xent = reference_scores(
+            x[fit.positions],
+            y["fit"][:, column],
+            x[val.positions],
+            y["val"][:, column],
+            x[test.positions],
+            y["test"][:, column],
+            vocab,
+        )
+        ours = float(results["accuracy"][0, column]), float(results["xent_bits"][0, column])
+        assert abs(ours[0] - accuracy) <= 0.01, (k, ours, accuracy)
+        assert abs(ours[1] - xent) <= 0.03, (k, ours, xent)

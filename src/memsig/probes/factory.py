@@ -16,10 +16,11 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import EarlyStopping
 from omegaconf import DictConfig
 
-from memsig.probes.loader import PositionBatches, position_loader
+from memsig.probes.loader import PositionBatches, position_loader, targets_of
 from memsig.probes.mlp import MLPProbe
 from memsig.probes.moments import fit_moments
 from memsig.probes.multi_offset import FusedProbe, MultiOffsetProbe
+from memsig.probes.prior_guard import PriorGuard
 from memsig.probes.ridge import RidgeProbe
 from memsig.resume import ResumeCheckpoint, resume_point
 from memsig.stages.trainer import make_trainer
@@ -68,11 +69,17 @@ def fit_and_test(
     cfg, (fit, val, test) = setup.cfg, sets
     num_offsets, batch = len(fit.offsets), cfg.probe.batch_size
     moments = fit_moments(fit, setup.views, batch)
+    guard = PriorGuard(len(setup.views), setup.num_classes, targets_of(fit), targets_of(val))
     # the same probe whether or not the base model was trained in this process
     L.seed_everything(cfg.seed, verbose=False)
     if cfg.probe.kind == "ridge":
         probe = RidgeProbe(
-            setup.views, num_offsets, setup.num_classes, *moments, list(cfg.probe.ridge.strengths)
+            setup.views,
+            num_offsets,
+            setup.num_classes,
+            *moments,
+            list(cfg.probe.ridge.strengths),
+            guard=guard,
         ).to(setup.device)
         probe.fit(  # closed form: every rank solves on all the data, identically
             position_loader(fit, batch, shuffle=False, shard=False),
@@ -85,19 +92,21 @@ def fit_and_test(
             name: {v: getattr(probe, name)[i].tolist() for i, v in enumerate(probe.views)}
             for name in ("strength", "temperature")
         }
-        return FittedProbe(probe, 0, {"ridge": record})
+        return FittedProbe(probe, 0, {"ridge": record, **prior_record(probe)})
 
     args = (setup.views, num_offsets, setup.num_classes, instantiate(cfg.probe.optimizer))
+    options = {
+        "strengths": list(cfg.probe.l2),
+        "guard": guard,
+        "min_delta": cfg.probe.min_delta,
+        "lr_decay": cfg.probe.lr_decay,
+    }
     if cfg.probe.kind == "mlp":
-        trained: FusedProbe = MLPProbe(*args, *moments, hidden=cfg.probe.mlp.hidden)
+        trained: FusedProbe = MLPProbe(*args, *moments, hidden=cfg.probe.mlp.hidden, **options)
     else:
-        trained = MultiOffsetProbe(*args, *moments)
-    stop = EarlyStopping(
-        monitor="probe/val/best_xent_bits",
-        mode="min",
-        patience=cfg.probe.patience,
-        min_delta=cfg.probe.min_delta,
-    )
+        trained = MultiOffsetProbe(*args, *moments, **options)
+    # stop once no head has beaten its best by min_delta for `patience` epochs
+    stop = EarlyStopping(monitor="probe/val/improvements", mode="max", patience=cfg.probe.patience)
     digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()
     checkpoints = setup.run_dir / "checkpoints" / f"probe-{digest[:12]}"
     trainer = make_trainer(
@@ -119,4 +128,11 @@ def fit_and_test(
     if documents is not None:
         trained.keep_document_sums(documents)
     trainer.test(trained, position_loader(test, batch, shuffle=False), verbose=False)
-    return FittedProbe(trained, trainer.current_epoch)
+    record = {"l2": trained.chosen_strengths(), **prior_record(trained)}
+    return FittedProbe(trained, trainer.current_epoch, record)
+
+
+def prior_record(probe: Probe) -> dict:
+    """Per view, the offsets (as booleans) where the prior replaced the head."""
+    use = probe.guard.use_prior
+    return {"prior_heads": {v: use[i].tolist() for i, v in enumerate(probe.views)}}

@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from memsig.bases import basis_divergence, write_basis_report
 from memsig.chars import character_record, save_chars
 from memsig.distributed import is_rank_zero
+from memsig.health import health_record, health_warning
 from memsig.layers import write_layer_report
 from memsig.models.checkpoint import (
     checkpoint_target,
@@ -128,6 +129,7 @@ def signature_stage(cfg: DictConfig, plan: Plan, loggers: list) -> Signature:
             cfg, signature, sets, documents, fitted.results, control and control.results
         )
     signature.extra["summary"] = summarise(signature)
+    signature.extra["health"] = health_record(signature, len(fit), num_classes)
     signature.extra.update(basis_divergence(signature))
     if cfg.probe.reference_orders:
         signature.extra["local_context"] = local_context_reference(
@@ -154,6 +156,9 @@ def signature_stage(cfg: DictConfig, plan: Plan, loggers: list) -> Signature:
             loggers, signature, [*files, figure], plan.base_ckpt, not plan.reuse_ckpt
         )
         log.info("signature written to %s", plan.run_dir / "signature.json")
+        warning = health_warning(signature.extra["health"])
+        if warning:
+            log.warning(warning)
     return signature
 
 
