@@ -234,9 +234,13 @@ class MultiOffsetProbe(FusedProbe):
     @torch.no_grad()
     def warm_start(self, batches) -> None:
         """Start every head at the linear discriminant of its offset, from one pass over the
-        training batches: in whitened space the class means are the weights and
-        log prior - |mean|^2 / 2 the biases (every strength starts there). Gradient training
-        then only refines, so it stops after a few epochs whatever the number of offsets."""
+        training batches. In whitened space the total covariance is the identity, so the
+        within-class one is I - B (B = sum_c p_c m_c m_c^T, the class means' scatter, rank
+        < classes): with it shrunk to (1 + LDA_SHRINKAGE) I - B, the weights are its inverse
+        times the class means (Woodbury: a classes x classes solve per offset) and the biases
+        log prior - m_c^T w_c / 2. Where the classes separate, the weights are large from the
+        start; where the state holds nothing, B is small and so are they. Every strength
+        starts there; gradient training then only refines."""
         rows = self.num_offsets * self.num_classes
         sums = [torch.zeros(rows, head.in_features, dtype=torch.float64) for head in self.heads]
         counts = torch.zeros(rows, dtype=torch.float64)
@@ -248,14 +252,31 @@ class MultiOffsetProbe(FusedProbe):
                 x = self.whitened(i, features[v])
                 sums[i] += (onehot.T @ x).double()  # class sums for every offset in one matmul
         by_class = counts.view(self.num_classes, self.num_offsets)
-        log_prior = (by_class / by_class.sum(0)).clamp_min(1e-9).log()
+        prior = by_class / by_class.sum(0)
         for head, total_x in zip(self.heads, sums, strict=True):
-            means = (total_x / counts.clamp_min(1).unsqueeze(1)).view(
-                self.num_classes, 1, self.num_offsets, -1
-            )
-            bias = log_prior.unsqueeze(1) - 0.5 * means.square().sum(-1)
-            head.weight.copy_(means.expand(-1, self.num_strengths, -1, -1).flatten(0, 2))
-            head.bias.copy_(bias.expand(-1, self.num_strengths, -1).flatten())
+            means = total_x / counts.clamp_min(1).unsqueeze(1)
+            means = means.view(self.num_classes, self.num_offsets, -1).transpose(0, 1)  # [K,V,D]
+            weights = _discriminant(means, prior.T)
+            bias = prior.T.clamp_min(1e-9).log() - 0.5 * (means * weights).sum(-1)  # [K, V]
+            weight_rows = weights.transpose(0, 1).unsqueeze(1)  # [V, 1, K, D]
+            head.weight.copy_(weight_rows.expand(-1, self.num_strengths, -1, -1).flatten(0, 2))
+            bias_rows = bias.T.unsqueeze(1).expand(-1, self.num_strengths, -1)
+            head.bias.copy_(bias_rows.flatten())
+
+
+# the linear discriminant's within-class covariance is shrunk by this multiple of the identity
+LDA_SHRINKAGE = 0.02
+
+
+def _discriminant(means: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+    """Per offset, ((1 + LDA_SHRINKAGE) I - U U^T)^(-1) m_c for class means m [K, V, D] and
+    class frequencies p [K, V], U = [sqrt(p_c) m_c] (Woodbury, so [V, V] solves)."""
+    scale = 1.0 + LDA_SHRINKAGE
+    u = means * prior.sqrt().unsqueeze(-1)  # [K, V, D]
+    gram = u @ u.transpose(1, 2)  # [K, V, V]
+    eye = torch.eye(gram.shape[-1], dtype=gram.dtype)
+    inner = torch.linalg.solve(scale * eye - gram, u @ means.transpose(1, 2))  # [K, V, V]
+    return (means + inner.transpose(1, 2) @ u) / scale
 
 
 def _best_name(index: int, parameter: str) -> str:
