@@ -36,7 +36,8 @@ def test_derived_views_and_their_moments():
     assert conditioning.probe_dims == {"h": 3, "last2": 8, "h+last2": 11}
     data = conditioning.batches(base)
     assert isinstance(data, ConditionedBatches)
-    features, targets = data[[7, 3, 100]]
+    features, targets, rows = data[[7, 3, 100]]
+    assert rows.tolist() == [3, 7, 100]  # each row's index travels with it, by position
     pos = np.sort(positions[[7, 3, 100]])
     np.testing.assert_array_equal(features["h+last2"][:, :3], states["h"][pos])
     np.testing.assert_array_equal(features["last2"], context_onehot(tokens, pos, 2, 4))
@@ -46,7 +47,9 @@ def test_derived_views_and_their_moments():
     joined = np.concatenate([states["h"][positions], context_onehot(tokens, positions, 2, 4)], 1)
     np.testing.assert_allclose(got_mean["h+last2"], joined.mean(0), atol=1e-6)
     np.testing.assert_allclose(got_cov["h+last2"], np.cov(joined.T, bias=True), atol=1e-6)
-    assert len(list(position_loader(data, 64, shuffle=False))) == -(-len(positions) // 64)
+    assert len(list(position_loader(data, 64, shuffle=False, shard=False))) == -(
+        -len(positions) // 64
+    )
 
 
 def _beyond(signature: Signature, view: str) -> np.ndarray:

@@ -37,6 +37,7 @@ import numpy as np
 
 from memsig.atomic import write_csv_atomic, write_json_atomic
 from memsig.errors import MemsigError
+from memsig.faults import fault_point
 
 SCHEMA = "memsig/signature@1"
 PER_OFFSET_METRICS = ("accuracy", "xent_bits", "info_bits")
@@ -180,11 +181,13 @@ class Signature:
         return out
 
     def save(self, directory: Path) -> tuple[Path, Path]:
-        """Write signature.json and signature.csv atomically; returns their paths."""
+        """Write signature.csv then signature.json (last: its presence means complete),
+        each atomically; returns their paths."""
         directory = Path(directory)
         json_path, csv_path = directory / "signature.json", directory / "signature.csv"
-        write_json_atomic(json_path, self.to_dict())
         write_csv_atomic(csv_path, ["view", "offset", "metric", "value"], self.rows())
+        fault_point("signature_file")
+        write_json_atomic(json_path, self.to_dict())
         return json_path, csv_path
 
     @classmethod

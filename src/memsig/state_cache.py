@@ -9,6 +9,7 @@ chunk of states, whatever the length of the stream.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from collections.abc import Callable, Mapping
@@ -20,8 +21,11 @@ import torch
 
 from memsig.atomic import write_json_atomic
 from memsig.errors import MemsigError, NumericalError
+from memsig.faults import fault_point
+from memsig.progress import LoopProgress
 
 MANIFEST = "manifest.json"
+log = logging.getLogger(__name__)
 
 # a model's `views(tokens, state, only=views wanted)` -> (views, state to carry on)
 StatesFn = Callable[..., tuple[dict[str, torch.Tensor], object]]
@@ -77,7 +81,8 @@ def _runs(positions: np.ndarray) -> list[tuple[int, int, int]]:
 
 
 def open_cache(directory: Path, identity: Mapping) -> StateCache | None:
-    """The cache in `directory` if its manifest matches `identity` exactly, else None."""
+    """The cache in `directory` if its manifest matches `identity` exactly and every file it
+    lists has the size it was written with; else None (the caller rebuilds it)."""
     manifest = directory / MANIFEST
     if not manifest.is_file():
         return None
@@ -87,12 +92,29 @@ def open_cache(directory: Path, identity: Mapping) -> StateCache | None:
         return None
     if stored.get("identity") != json.loads(json.dumps(identity)):
         return None
+    damaged = _damaged_files(directory, stored.get("sizes"))
+    if damaged:
+        log.warning("the cache in %s is damaged (%s): extracting again", directory, damaged)
+        return None
     views, mean, cov = {}, {}, {}
     for view in identity["views"]:
         views[view] = np.load(_file(directory, view), mmap_mode="r")
         with np.load(_moments_file(directory, view)) as moments:
             mean[view], cov[view] = moments["mean"], moments["cov"]
     return StateCache(directory, views, mean, cov)
+
+
+def _damaged_files(directory: Path, sizes: Mapping[str, int] | None) -> str:
+    """What is wrong with the files a manifest lists (empty when nothing is)."""
+    if not sizes:
+        return "no file sizes in its manifest"
+    wrong = []
+    for name, size in sizes.items():
+        path = directory / name
+        actual = path.stat().st_size if path.is_file() else None
+        if actual != size:
+            wrong.append(f"{name}: {actual if actual is not None else 'missing'}, not {size} bytes")
+    return "; ".join(wrong)
 
 
 def check_free_space(directory: Path, needed: int, margin: float = 1.1) -> None:
@@ -169,7 +191,8 @@ class CacheWriter:
     """View files of `length` rows, filled by position, with running moments.
 
     Used by every extractor: :meth:`write` stores kept states, :meth:`finish` saves the moments
-    and then the manifest (last, so an interrupted extraction is never mistaken for a cache).
+    and then the manifest (last, so an interrupted extraction is never mistaken for a cache),
+    which records every file's size (so a damaged file is noticed, not read).
     """
 
     def __init__(
@@ -211,7 +234,8 @@ class CacheWriter:
             out.close()
             np.savez(_moments_file(self.directory, v), mean=mean[v], cov=cov[v])
         self.out.clear()
-        write_json_atomic(self.directory / MANIFEST, {"identity": identity})
+        sizes = {p.name: p.stat().st_size for p in sorted(self.directory.iterdir()) if p.is_file()}
+        write_json_atomic(self.directory / MANIFEST, {"identity": identity, "sizes": sizes})
         cached = open_cache(self.directory, identity)
         assert cached is not None
         return cached
@@ -242,6 +266,7 @@ def build_cache(
     index = np.minimum(first[:, None] + np.arange(steps)[None, :], length - 1)
     row_tokens = torch.as_tensor(np.asarray(tokens, dtype=np.int64)[index], device=device)
     state = None
+    progress = LoopProgress(f"extraction {directory.name}", length, "positions")
     for lo in range(0, steps, settings.chunk):
         hi = min(lo + settings.chunk, steps)
         views, state = states_fn(row_tokens[:, lo:hi], state, only=wanted)
@@ -254,4 +279,6 @@ def build_cache(
             mask = torch.as_tensor(kept, device=row_tokens.device)
             kept_views = {v: views[v][mask] for v in view_dims}
         writer.write(positions, kept_views)
+        progress.update(writer.count)
+        fault_point("extract")
     return writer.finish(identity)

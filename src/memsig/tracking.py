@@ -7,10 +7,11 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from omegaconf import DictConfig
 
 from memsig.config import build
+from memsig.distributed import is_rank_zero
 from memsig.errors import ConfigError
 from memsig.signature import Signature
 
@@ -64,9 +65,23 @@ def build_loggers(logger_cfg: DictConfig | None, config: Mapping) -> list[Logger
     for entry in (logger_cfg or {}).values():
         if isinstance(entry, Mapping) and "_target_" in entry:
             logger = build(entry)
+            if isinstance(logger, CSVLogger) and is_rank_zero():
+                keep_earlier_metrics(Path(logger.log_dir))
             logger.log_hyperparams(dict(config))
             loggers.append(logger)
     return loggers
+
+
+def keep_earlier_metrics(log_dir: Path) -> None:
+    """Lightning's CSV logger deletes an existing metrics.csv: an earlier attempt's file
+    (a rerun in the same run dir) is kept as metrics.1.csv, metrics.2.csv, ... in order."""
+    metrics = log_dir / "metrics.csv"
+    if not metrics.is_file():
+        return
+    attempt = 1
+    while (log_dir / f"metrics.{attempt}.csv").exists():
+        attempt += 1
+    metrics.rename(log_dir / f"metrics.{attempt}.csv")
 
 
 SIGNATURE_COLUMNS = (

@@ -52,6 +52,7 @@ def _optional_non_negative_int(value) -> bool:
 CHECKS: dict[str, tuple[Callable[[object], bool], str, str]] = {
     "seed": (_non_negative_int, "an integer >= 0", "seed=0"),
     "threads": (lambda v: v is None or _positive_int(v), "null or an integer >= 1", "threads=1"),
+    "progress_every": (_non_negative_number, "a number of seconds >= 0", "progress_every=30"),
     "data.lag": (_positive_int, "an integer >= 1 (the input that repeats)", "3"),
     "data.delay": (_positive_int, "an integer >= 1 (the input the model emits)", "3"),
     "data.p": (_probability, "a probability in [0, 1]", "0.3"),

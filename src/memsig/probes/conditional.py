@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
-from memsig.probes.loader import PositionBatches
+from memsig.probes.loader import Batch, PositionBatches
 from memsig.probes.offsets import input_windows
 from memsig.signature import capacity
 
@@ -61,14 +61,14 @@ class ConditionedBatches(PositionBatches):
         )
         self.joined, self.m, self.vocab_size = list(views), m, vocab_size
 
-    def __getitem__(self, index: list[int]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        features, targets = super().__getitem__(index)
-        pos = self.batch_positions(index)
+    def __getitem__(self, index: list[int]) -> Batch:
+        features, targets, rows = super().__getitem__(index)
+        pos = self.positions[rows.numpy()]
         context = torch.from_numpy(context_onehot(self.tokens, pos, self.m, self.vocab_size))
         features[context_view(self.m)] = context
         for v in self.joined:
             features[joined_view(v, self.m)] = torch.cat([features[v], context], dim=1)
-        return features, targets
+        return features, targets, rows
 
 
 class Conditioning:

@@ -16,6 +16,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import EarlyStopping
 from omegaconf import DictConfig
 
+from memsig.faults import fault_point
 from memsig.probes.loader import PositionBatches, position_loader, targets_of
 from memsig.probes.mlp import MLPProbe
 from memsig.probes.moments import fit_moments
@@ -81,13 +82,15 @@ def fit_and_test(
             list(cfg.probe.ridge.strengths),
             guard=guard,
         ).to(setup.device)
-        probe.fit(  # closed form: every rank solves on all the data, identically
-            position_loader(fit, batch, shuffle=False, shard=False),
-            position_loader(val, batch, shuffle=False, shard=False),
+        # closed form: each rank sums its share of every pass, the sums are added over the
+        # ranks, and every rank solves the same system
+        probe.fit(
+            position_loader(fit, batch, shuffle=False, shard=True),
+            position_loader(val, batch, shuffle=False, shard=True),
         )
         if documents is not None:
             probe.keep_document_sums(documents)
-        probe.test(position_loader(test, batch, shuffle=False, shard=False))
+        probe.test(position_loader(test, batch, shuffle=False, shard=True))
         record = {
             name: {v: getattr(probe, name)[i].tolist() for i, v in enumerate(probe.views)}
             for name in ("strength", "temperature")
@@ -105,29 +108,31 @@ def fit_and_test(
         trained: FusedProbe = MLPProbe(*args, *moments, hidden=cfg.probe.mlp.hidden, **options)
     else:
         trained = MultiOffsetProbe(*args, *moments, **options)
-    # stop once no head has beaten its best by min_delta for `patience` epochs
+    # stop once no view x offset has beaten its best by min_delta for `patience` epochs
     stop = EarlyStopping(monitor="probe/val/improvements", mode="max", patience=cfg.probe.patience)
-    digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()
+    inputs = {"key": key, "seed": cfg.seed}  # what the fit is made from
+    digest = hashlib.sha256(json.dumps(key).encode() + b"%d" % cfg.seed).hexdigest()
     checkpoints = setup.run_dir / "checkpoints" / f"probe-{digest[:12]}"
     trainer = make_trainer(
         cfg,
         loggers or [],
+        "probe",
         max_epochs=cfg.probe.max_epochs,
-        callbacks=[stop, ResumeCheckpoint(checkpoints)],
-        enable_checkpointing=False,
+        callbacks=[stop, ResumeCheckpoint(checkpoints, "probe")],
         num_sanity_val_steps=0,
     )
     trained.warm_start(position_loader(fit, batch, shuffle=False, shard=False))
     trainer.fit(
         trained,
-        position_loader(fit, batch, shuffle=True, seed=cfg.seed),
-        position_loader(val, batch, shuffle=False),
-        ckpt_path=resume_point(checkpoints, cfg.resume),
+        position_loader(fit, batch, shuffle=True, shard=True, seed=cfg.seed),
+        position_loader(val, batch, shuffle=False, shard=True),
+        ckpt_path=resume_point(checkpoints, cfg.resume, inputs),
         weights_only=True,
     )
+    fault_point("probe_fitted")
     if documents is not None:
         trained.keep_document_sums(documents)
-    trainer.test(trained, position_loader(test, batch, shuffle=False), verbose=False)
+    trainer.test(trained, position_loader(test, batch, shuffle=False, shard=True), verbose=False)
     record = {"l2": trained.chosen_strengths(), **prior_record(trained)}
     return FittedProbe(trained, trainer.current_epoch, record)
 

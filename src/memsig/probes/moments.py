@@ -25,6 +25,6 @@ def fit_moments(
     """Per head input (cached views and any derived ones the batches build): mean and
     covariance over the fit positions, from one pass every DDP rank makes over all of them."""
     moments = RunningMoments(view_dims)
-    for features, _ in position_loader(fit, batch_size, shuffle=False, shard=False):
+    for features, _, _ in position_loader(fit, batch_size, shuffle=False, shard=False):
         moments.add({v: features[v] for v in view_dims})
     return moments.result()

@@ -118,9 +118,8 @@ class FusedProbe(TestScoring, L.LightningModule):
             out.append(self.guard.guarded(i, z.gather(1, pick).squeeze(1)))
         return out
 
-    def every_head(self, batch) -> tuple[list[torch.Tensor], torch.Tensor]:
+    def every_head(self, features: Mapping[str, torch.Tensor], targets: torch.Tensor):
         """Logits [batch, heads, classes] per view, and the targets of every head."""
-        features, targets = batch
         logits = [z.flatten(1, 2) for z in self.all_logits(features)]
         return logits, targets.repeat(1, self.num_strengths)
 
@@ -138,20 +137,24 @@ class FusedProbe(TestScoring, L.LightningModule):
         """A starting point better than random, where the kind has one (none by default)."""
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        nll = head_losses(*self.every_head(batch))
+        features, targets, _ = batch
+        nll = head_losses(*self.every_head(features, targets))
         loss = nll.mean(1).sum() + self.penalty()
         check_finite_loss(loss, self.global_step, "the probe loss", "lower probe.optimizer.lr")
         self.log("probe/train/loss", nll.mean(), prog_bar=True)
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        self.val_scores.update(*head_statistics(*self.every_head(batch)))
+        features, targets, rows = batch
+        self.val_scores.update(*head_statistics(*self.every_head(features, targets)), rows)
 
     def on_validation_epoch_end(self) -> None:
+        # the whole validation block's cross-entropy (sums added over DDP ranks), so every
+        # rank keeps the same heads
         xent = self.val_scores.results()["xent_bits"].to(self.best_val_xent)
         self.val_scores.reset()
         self.keep_best(xent)
-        # already reduced over DDP ranks by the metric: sync_dist only confirms the same value
+        # the same value on every rank: sync_dist only confirms it
         self.log("probe/val/xent_bits", xent.mean(), sync_dist=True)
         self.log(
             "probe/val/best_xent_bits", self.best_val_xent.mean(), prog_bar=True, sync_dist=True
@@ -192,8 +195,8 @@ class FusedProbe(TestScoring, L.LightningModule):
         self.test_scores = self.new_test_scores().to(self.device)  # with documents, if asked
 
     def test_step(self, batch, batch_idx: int) -> None:
-        features, targets = batch
-        self.test_scores.update(*head_statistics(self.logits(features), targets))
+        features, targets, rows = batch
+        self.test_scores.update(*head_statistics(self.logits(features), targets), rows)
 
     def on_test_epoch_end(self) -> None:
         self.test_results = {k: v.cpu() for k, v in self.test_scores.results().items()}
@@ -244,7 +247,7 @@ class MultiOffsetProbe(FusedProbe):
         rows = self.num_offsets * self.num_classes
         sums = [torch.zeros(rows, head.in_features, dtype=torch.float64) for head in self.heads]
         counts = torch.zeros(rows, dtype=torch.float64)
-        for features, targets in batches:
+        for features, targets, _ in batches:
             onehot = F.one_hot(targets, self.num_classes).transpose(1, 2)  # class-major
             onehot = onehot.reshape(len(targets), rows).float()  # columns as (class, offset)
             counts += onehot.sum(0).double()
@@ -306,9 +309,21 @@ def whitening(cov: np.ndarray, shrinkage: float = WHITENING_SHRINKAGE) -> torch.
 
 
 def probe_views(available: Mapping[str, int], requested: Sequence[str] | None) -> dict[str, int]:
-    """The views to probe, in the model's order; unknown names are a clear error."""
+    """The views to probe, in the model's order; unknown names, an empty list and a bare name
+    where a list belongs are clear errors."""
     if requested is None:
         return dict(available)
+    if isinstance(requested, str):
+        raise ConfigError(
+            f"probe.views={requested!r} is one name, not a list: write "
+            f"probe.views=[{requested}] (or probe.views=null for every view)"
+        )
+    if not isinstance(requested, Sequence) or not requested:
+        raise ConfigError(
+            f"probe.views={requested!r}: give a non-empty list of view names, e.g. "
+            f"probe.views=[{next(iter(available))}], or probe.views=null for every view; "
+            f"available views: {list(available)}"
+        )
     unknown = [v for v in requested if v not in available]
     if unknown:
         raise ConfigError(

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from memsig.distributed import all_reduce_sum
 from memsig.probes.prior_guard import PriorGuard
 from memsig.probes.scores import TestScoring, head_statistics
 from memsig.units import nats_to_bits
@@ -150,7 +151,8 @@ class RidgeProbe(TestScoring, nn.Module):
     @torch.no_grad()
     def _moments(self, batches: Iterable) -> list[Moments]:
         """One pass: every view's moments; the one-hot targets of all offsets enter as one
-        sparse matrix, so the cross moments cost n * offsets * D, not n * offsets * V * D."""
+        sparse matrix, so the cross moments cost n * offsets * D, not n * offsets * V * D.
+        Under DDP each rank passes over its share of the batches and the sums are added."""
         device = self.best_val_xent.device
         width = self.num_offsets * self.num_classes
         wide = {"dtype": torch.float64, "device": device}
@@ -165,24 +167,30 @@ class RidgeProbe(TestScoring, nn.Module):
             for d in (getattr(self, f"center{i}").numel() for i in range(len(self.views)))
         ]
         offsets = torch.arange(self.num_offsets, device=device) * self.num_classes
-        for features, targets in batches:
+        for features, targets, _ in batches:
             targets = targets.to(device)
             columns = (targets + offsets).reshape(-1)
             rows = torch.arange(len(targets), device=device).repeat_interleave(self.num_offsets)
             onehot_t = torch.sparse_coo_tensor(
                 torch.stack([columns, rows]),
-                torch.ones(len(columns), device=device),
+                torch.ones(len(columns), **wide),
                 (width, len(targets)),
                 check_invariants=False,
             )
             sum_y = torch.bincount(columns, minlength=width).double()
             for i, (v, m) in enumerate(zip(self.views, moments, strict=True)):
-                x = self.standardised(i, features[v].to(device))
+                # products of float32 states are exact in float64: the sums then hardly depend
+                # on how the positions are cut into batches (or shared among DDP ranks)
+                x = self.standardised(i, features[v].to(device)).double()
                 m.count += len(x)
-                m.sum_x += x.sum(0).double()
-                m.gram += (x.T @ x).double()
-                m.cross += torch.sparse.mm(onehot_t, x).T.double()
+                m.sum_x += x.sum(0)
+                m.gram += x.T @ x
+                m.cross += torch.sparse.mm(onehot_t, x).T
                 m.sum_y += sum_y
+        for m in moments:  # each rank summed its share of the pass: add the shares
+            for total in (m.sum_x, m.gram, m.cross, m.sum_y):
+                all_reduce_sum(total)
+            m.count = float(all_reduce_sum(torch.tensor(m.count, **wide)))
         return moments
 
     def _fit_temperatures(self, val_batches: Iterable) -> None:
@@ -212,7 +220,7 @@ class RidgeProbe(TestScoring, nn.Module):
         inverse temperature beta of `grid` [grid, views, offsets], in one pass."""
         device = self.best_val_xent.device
         total, count = torch.zeros(grid.shape, dtype=torch.float64, device=device), 0
-        for features, targets in batches:
+        for features, targets, _ in batches:
             targets = targets.to(device)
             count += len(targets)
             scores = self.scores({v: x.to(device) for v, x in features.items()})
@@ -220,17 +228,18 @@ class RidgeProbe(TestScoring, nn.Module):
                 for g, beta in enumerate(grid[:, i]):
                     log_p = self.guard.log_probs(z * beta.view(1, -1, 1)).log_softmax(-1)
                     true = log_p.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # [b, offsets]
-                    total[g, i] -= true.sum(0).double()
-        return total / count
+                    total[g, i] -= true.double().sum(0)
+        count = all_reduce_sum(torch.tensor(float(count), dtype=torch.float64, device=device))
+        return all_reduce_sum(total) / count
 
     @torch.no_grad()
     def test(self, batches: Iterable) -> dict[str, torch.Tensor]:
         """The same test statistics as a trained probe's, in one pass."""
         device = self.best_val_xent.device
         scores = self.new_test_scores().to(device)
-        for features, targets in batches:
+        for features, targets, rows in batches:
             features = {v: x.to(device) for v, x in features.items()}
-            scores.update(*head_statistics(self.logits(features), targets.to(device)))
+            scores.update(*head_statistics(self.logits(features), targets.to(device)), rows)
         self.test_results = {k: v.cpu() for k, v in scores.results().items()}
         return self.test_results
 

@@ -15,7 +15,8 @@ from memsig.data.corpus import Corpus
 from memsig.data.speech import SpeechCorpus
 from memsig.distributed import rank_zero_first
 from memsig.errors import ConfigError
-from memsig.frame_cache import build_frame_cache
+from memsig.frame_cache import build_frame_cache, open_frame_cache
+from memsig.probes.alignment import FrameTargets
 from memsig.probes.loader import PositionBatches
 from memsig.probes.offsets import valid_positions
 from memsig.state_cache import ExtractSettings, StateCache, build_cache, open_cache
@@ -47,20 +48,14 @@ def probe_parts(
     cache_dir: Path,
     device: torch.device,
 ) -> dict[str, ProbePart]:
-    """Extract the probe-train and probe-test parts once (a stream or utterance by utterance)."""
+    """Extract the probe-train and probe-test parts once (a stream or utterance by utterance):
+    rank 0 writes each cache, the other DDP ranks wait for it and open it."""
     parts = {}
     for part in ("probe_train", "probe_test"):
         directory, part_identity = cache_dir / part, {**identity, "part": part}
         if isinstance(corpus, SpeechCorpus):
-            cache, targets = build_frame_cache(
-                net,
-                corpus.parts[part],
-                corpus.sample_rate,
-                directory,
-                part_identity,
-                settings.segments,
-                settings.dtype,
-                device,
+            cache, targets = _shared_frame_cache(
+                net, corpus, part, directory, part_identity, settings, device
             )
             positions = targets.valid_positions(offsets)
             parts[part] = ProbePart(
@@ -121,4 +116,31 @@ def _shared_cache(
         lambda: open_cache(directory, identity),
         timeout=CACHE_WAIT_S,
         what=f"the state cache {directory}",
+    )
+
+
+def _shared_frame_cache(
+    net: nn.Module,
+    corpus: SpeechCorpus,
+    part: str,
+    directory: Path,
+    identity: dict,
+    settings: ExtractSettings,
+    device: torch.device,
+) -> tuple[StateCache, FrameTargets]:
+    """The frame cache of one speech part, extracted once by rank 0 and opened by every rank."""
+    return rank_zero_first(
+        lambda: build_frame_cache(
+            net,
+            corpus.parts[part],
+            corpus.sample_rate,
+            directory,
+            identity,
+            settings.segments,
+            settings.dtype,
+            device,
+        ),
+        lambda: open_frame_cache(directory, identity),
+        timeout=CACHE_WAIT_S,
+        what=f"the frame cache {directory}",
     )
