@@ -208,6 +208,11 @@ class CacheWriter:
         }
         self.moments = RunningMoments(view_dims)
 
+    @property
+    def count(self) -> int:
+        """Rows written so far."""
+        return self.moments.count
+
     def write(self, positions: np.ndarray, views: Mapping[str, torch.Tensor]) -> None:
         """Store views[v] (rows in the order of `positions`) and add them to the moments.
 
