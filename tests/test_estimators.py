@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import functools
 
+import lightning as L
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from conftest import compose_config
+from memsig.probes.baselines import class_prior, prior_code_bits
 from memsig.probes.factory import ProbeSetup, fit_and_test
-from memsig.probes.loader import PositionBatches, targets_of
+from memsig.probes.loader import PositionBatches, position_loader, targets_of
 from memsig.probes.moments import fit_moments
-from memsig.probes.multi_offset import WHITENING_SHRINKAGE, whitening
+from memsig.probes.multi_offset import WHITENING_SHRINKAGE, MultiOffsetProbe, whitening
+from memsig.stages.trainer import quiet_trainer
 
 
 def test_whitening_is_shrunk_and_drops_null_directions():
@@ -122,3 +125,37 @@ def test_linear_probe_matches_scikit_learn_with_c_chosen_on_validation(tmp_path)
         ours = float(results["accuracy"][0, column]), float(results["xent_bits"][0, column])
         assert abs(ours[0] - accuracy) <= 0.01, (k, ours, accuracy)
         assert abs(ours[1] - xent) <= 0.03, (k, ours, xent)
+
+
+def test_a_head_on_pure_noise_never_does_worse_than_the_prior(tmp_path):
+    """Features that hold nothing (noise, 40 units) and few fit positions: an unregularised
+    head overfits and scores well below the prior on test data; the fitted probe (L2 chosen
+    on validation, prior guard) stays within noise of it (0.01 bits, 2000 test positions)."""
+    rng = np.random.default_rng(5)
+    vocab, offsets, n = 5, [0, 2], 3000
+    tokens = rng.choice(vocab, size=n, p=[0.4, 0.3, 0.15, 0.1, 0.05])
+    x = rng.normal(size=(n, 40)).astype(np.float32)
+    data = functools.partial(PositionBatches, {"x": x}, tokens, offsets=np.asarray(offsets))
+    fit, val, test = (
+        data(positions=np.arange(a, b)) for a, b in ((2, 600), (603, 1000), (1000, n))
+    )
+    prior_bits = prior_code_bits(class_prior(targets_of(fit), vocab), targets_of(test)).mean(0)
+    cfg = compose_config(tmp_path, ["probe.max_epochs=20"])
+    setup = ProbeSetup(cfg, tmp_path, {"x": 40}, vocab, torch.device("cpu"))
+    fitted = fit_and_test(setup, (fit, val, test), ["noise"]).results["xent_bits"][0].numpy()
+    assert (prior_bits - fitted >= -0.01).all(), (prior_bits, fitted)
+
+    # the same head without L2 or the prior guard (as probes were fitted before) does fail
+    L.seed_everything(0, verbose=False)
+    bare = MultiOffsetProbe(
+        {"x": 40},
+        2,
+        vocab,
+        functools.partial(torch.optim.Adam, lr=0.01),
+        *fit_moments(fit, {"x": 40}, 256),
+    )
+    bare.warm_start(position_loader(fit, 256, shuffle=False))
+    trainer = quiet_trainer(20)
+    trainer.fit(bare, position_loader(fit, 256, shuffle=True), position_loader(val, 1024, False))
+    trainer.test(bare, position_loader(test, 1024, shuffle=False), verbose=False)
+    assert (prior_bits - bare.test_results["xent_bits"][0].numpy() < -0.03).any()
