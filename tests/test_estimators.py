@@ -154,8 +154,12 @@ def test_a_head_on_pure_noise_never_does_worse_than_the_prior(tmp_path):
         functools.partial(torch.optim.Adam, lr=0.01),
         *fit_moments(fit, {"x": 40}, 256),
     )
-    bare.warm_start(position_loader(fit, 256, shuffle=False))
+    bare.warm_start(position_loader(fit, 256, shuffle=False, shard=False))
     trainer = quiet_trainer(20)
-    trainer.fit(bare, position_loader(fit, 256, shuffle=True), position_loader(val, 1024, False))
-    trainer.test(bare, position_loader(test, 1024, shuffle=False), verbose=False)
+    trainer.fit(
+        bare,
+        position_loader(fit, 256, shuffle=True, shard=False),
+        position_loader(val, 1024, shuffle=False, shard=False),
+    )
+    trainer.test(bare, position_loader(test, 1024, shuffle=False, shard=False), verbose=False)
     assert (prior_bits - bare.test_results["xent_bits"][0].numpy() < -0.03).any()
