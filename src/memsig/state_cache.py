@@ -161,6 +161,42 @@ class RowFile:
         self.file.close()
 
 
+class RunningMoments:
+    """Mean and covariance (float64) of rows arriving block by block, per view.
+
+    Each block's moments are taken around the block's own mean (a float32 matmul, which
+    centring keeps accurate) and merged into the running ones in float64 (Chan et al.'s
+    pairwise update): several times cheaper than float64 products of raw values."""
+
+    def __init__(self, view_dims: Mapping[str, int]) -> None:
+        self.count = 0  # rows added so far (every view gets the same rows)
+        self.mean = {v: np.zeros(d) for v, d in view_dims.items()}
+        # sums of outer products of rows centred on the running mean
+        self.scatter = {v: np.zeros((d, d)) for v, d in view_dims.items()}
+
+    def add(self, views: Mapping[str, torch.Tensor]) -> None:
+        """Add one block of rows (the same number for every view)."""
+        n_new = len(next(iter(views.values())))
+        if n_new == 0:
+            return
+        n_old = self.count
+        total = n_old + n_new
+        for v, rows in views.items():
+            values = rows.float()
+            chunk_mean = values.mean(0)
+            centred = values - chunk_mean
+            delta = chunk_mean.double().cpu().numpy() - self.mean[v]
+            self.mean[v] += delta * (n_new / total)
+            self.scatter[v] += (centred.T @ centred).double().cpu().numpy()
+            self.scatter[v] += np.outer(delta, delta) * (n_old * n_new / total)
+        self.count = total
+
+    def result(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Per view: the mean and the (biased) covariance of every row added."""
+        cov = {v: s / max(self.count, 1) for v, s in self.scatter.items()}
+        return {v: m.copy() for v, m in self.mean.items()}, cov
+
+
 class CacheWriter:
     """View files of `length` rows, filled by position, with running moments.
 
@@ -180,28 +216,24 @@ class CacheWriter:
         self.out = {
             v: RowFile(_file(directory, v), dtype, (length, d)) for v, d in view_dims.items()
         }
-        self.count = 0  # rows written so far (every view gets the same rows)
-        self.mean = {v: np.zeros(d) for v, d in view_dims.items()}
-        # sums of outer products of rows centred on the running mean
-        self.scatter = {v: np.zeros((d, d)) for v, d in view_dims.items()}
+        self.moments = RunningMoments(view_dims)
+
+    @property
+    def count(self) -> int:
+        """Rows written so far."""
+        return self.moments.count
 
     def write(self, positions: np.ndarray, views: Mapping[str, torch.Tensor]) -> None:
         """Store views[v] (rows in the order of `positions`) and add them to the moments.
 
         Rows go to the files as blocks, one per run of consecutive positions (extractors write
-        whole stretches of the stream). Each chunk's moments are taken around the chunk's own
-        mean (a float32 matmul, which centring keeps accurate) and merged into the running ones
-        in float64 (Chan et al.'s pairwise update), several times cheaper than float64 products
-        of raw values."""
-        n_old, n_new = self.count, len(positions)
-        if n_new == 0:
+        whole stretches of the stream)."""
+        if len(positions) == 0:
             return
-        total = n_old + n_new
         runs = _runs(positions)
         for v, out in self.out.items():
             values = views[v].float()
-            chunk_mean = values.mean(0)
-            if not torch.isfinite(chunk_mean).all():  # any NaN or inf reaches the mean
+            if not torch.isfinite(values.mean(0)).all():  # any NaN or inf reaches the mean
                 raise NumericalError(
                     f"view {v} holds NaN or inf near position {int(positions[0])}: the model "
                     "is numerically broken; retrain it with a lower learning rate"
@@ -209,18 +241,13 @@ class CacheWriter:
             array = values.cpu().numpy()
             for source, target, length in runs:
                 out.write_rows(target, array[source : source + length])
-            centred = values - chunk_mean
-            delta = chunk_mean.double().cpu().numpy() - self.mean[v]
-            self.mean[v] += delta * (n_new / total)
-            self.scatter[v] += (centred.T @ centred).double().cpu().numpy()
-            self.scatter[v] += np.outer(delta, delta) * (n_old * n_new / total)
-        self.count = total
+        self.moments.add({v: views[v] for v in self.out})
 
     def finish(self, identity: Mapping) -> StateCache:
+        mean, cov = self.moments.result()
         for v, out in self.out.items():
             out.close()
-            cov = self.scatter[v] / max(self.count, 1)
-            np.savez(_moments_file(self.directory, v), mean=self.mean[v], cov=cov)
+            np.savez(_moments_file(self.directory, v), mean=mean[v], cov=cov[v])
         self.out.clear()
         sizes = {p.name: p.stat().st_size for p in sorted(self.directory.iterdir()) if p.is_file()}
         write_json_atomic(self.directory / MANIFEST, {"identity": identity, "sizes": sizes})

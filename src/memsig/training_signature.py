@@ -25,8 +25,10 @@ from memsig.distributed import is_rank_zero
 from memsig.plots import save_figure, training_heatmap
 from memsig.probes.baselines import prior_baselines
 from memsig.probes.loader import PositionBatches, position_loader, targets_of
+from memsig.probes.moments import fit_moments
 from memsig.probes.multi_offset import MultiOffsetProbe, probe_views
 from memsig.probes.offsets import valid_positions
+from memsig.probes.prior_guard import PriorGuard
 from memsig.signature import capacity
 from memsig.state_cache import ExtractSettings, build_cache
 from memsig.tracking import log_report
@@ -110,10 +112,16 @@ class SignatureDuringTraining(Callback):
                     device,
                 )
                 positions = np.asarray(valid_positions(len(tokens), self.offsets))
-                sets.append((cache, PositionBatches(cache.views, tokens, positions, offs)))
-            (train_cache, fit), (_, test) = sets
+                sets.append(PositionBatches(cache.views, tokens, positions, offs))
+            fit, test = sets
+            vocab = len(self.corpus.vocab)
             probe = MultiOffsetProbe(
-                views, len(offs), len(self.corpus.vocab), None, train_cache.mean, train_cache.cov
+                views,
+                len(offs),
+                vocab,
+                None,
+                *fit_moments(fit, views, self.batch_size),
+                guard=PriorGuard(len(views), vocab, targets_of(fit)),
             )
             # every rank holds the same slices: the fit pass is every rank's own, the test
             # pass is split across the ranks and its scores added over them

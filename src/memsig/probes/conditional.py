@@ -19,17 +19,14 @@ view is the plain information of the signature.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 
-from memsig.distributed import all_reduce_sum
-from memsig.probes.loader import Batch, PositionBatches, position_loader
+from memsig.probes.loader import Batch, PositionBatches
 from memsig.probes.offsets import input_windows
 from memsig.signature import capacity
-from memsig.state_cache import StateCache
 
 
 def context_view(m: int) -> str:
@@ -75,8 +72,8 @@ class ConditionedBatches(PositionBatches):
 
 
 class Conditioning:
-    """What `probe.condition_on` adds to the signature stage: extra heads, their inputs and
-    whitening moments, and the `conditional_memory` record. With m = None it adds nothing."""
+    """What `probe.condition_on` adds to the signature stage: extra heads, their inputs, and
+    the `conditional_memory` record. With m = None it adds nothing."""
 
     def __init__(self, m: int | None, view_dims: Mapping[str, int], vocab_size: int) -> None:
         self.m, self.views, self.vocab_size = m, dict(view_dims), vocab_size
@@ -95,30 +92,6 @@ class Conditioning:
         if not self.derived:
             return base
         return ConditionedBatches(base, list(self.views), self.m, self.vocab_size)
-
-    def moments(self, fit: PositionBatches, cache: StateCache, batch_size: int) -> StateCache:
-        """The cache with the mean and covariance of every head's input over the fit
-        positions: the cache's own for the plain views, one pass over the fit batches for the
-        derived ones."""
-        if not self.derived:
-            return cache
-        mean, cov = dict(cache.mean), dict(cache.cov)
-        names = [v for v in self.probe_dims if v not in self.views]
-        width = {v: self.probe_dims[v] for v in names}
-        total = {v: torch.zeros(width[v], dtype=torch.float64) for v in names}
-        outer = {v: torch.zeros(width[v], width[v], dtype=torch.float64) for v in names}
-        # each rank sums its share of every batch; the sums are then added over the ranks
-        for features, _, _ in position_loader(fit, batch_size, shuffle=False, shard=True):
-            for v in names:
-                x = features[v].double()
-                total[v] += x.sum(0)
-                outer[v] += x.T @ x
-        for v in names:
-            all_reduce_sum(total[v])
-            all_reduce_sum(outer[v])
-            mean[v] = (total[v] / len(fit)).numpy()
-            cov[v] = (outer[v] / len(fit)).numpy() - np.outer(mean[v], mean[v])
-        return dataclasses.replace(cache, mean=mean, cov=cov)
 
     def record(
         self,

@@ -13,7 +13,9 @@ Selection, on the validation block:
 - probabilities, for cross-entropy and information: the ridge scores s (which estimate the class
   probabilities linearly) become softmax(s / T), with one temperature T per view x offset fitted
   by maximum likelihood on validation (a coarse geometric grid, then a fine one around each
-  head's best). Temperature scaling never changes the argmax, so accuracy is the ridge's own.
+  head's best). Temperature scaling never changes the argmax, so accuracy is the ridge's own;
+- the prior guard (probes/prior_guard.py): symbols unseen in the fit block keep their prior
+  probability, and the prior replaces a head it beats on validation.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import torch
 from torch import nn
 
 from memsig.distributed import all_reduce_sum
+from memsig.probes.prior_guard import PriorGuard
 from memsig.probes.scores import TestScoring, head_statistics
 from memsig.units import nats_to_bits
 
@@ -76,8 +79,10 @@ class RidgeProbe(TestScoring, nn.Module):
         mean: Mapping[str, np.ndarray],
         cov: Mapping[str, np.ndarray],
         strengths: Sequence[float],
+        guard: PriorGuard | None = None,
     ) -> None:
         super().__init__()
+        self.guard = guard or PriorGuard.neutral(len(view_dims), num_offsets, num_classes)
         self.views = list(view_dims)
         self.num_offsets = num_offsets
         self.num_classes = num_classes
@@ -99,14 +104,18 @@ class RidgeProbe(TestScoring, nn.Module):
     def standardised(self, index: int, x: torch.Tensor) -> torch.Tensor:
         return (x.float() - getattr(self, f"center{index}")) * getattr(self, f"scale{index}")
 
-    def logits(self, features: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
-        """Per view, logits [batch, offsets, classes] (temperature-scaled ridge scores)."""
+    def scores(self, features: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
+        """Per view, the (temperature-scaled) ridge scores [batch, offsets, classes]."""
         out = []
         for i, v in enumerate(self.views):
             x = self.standardised(i, features[v])
             z = torch.addmm(getattr(self, f"bias{i}"), x, getattr(self, f"weight{i}"))
             out.append(z.view(len(x), self.num_offsets, self.num_classes))
         return out
+
+    def logits(self, features: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
+        """Per view, logits [batch, offsets, classes]: the scores through the prior guard."""
+        return [self.guard.guarded(i, z) for i, z in enumerate(self.scores(features))]
 
     @torch.no_grad()
     def fit(self, fit_batches: Iterable, val_batches: Iterable) -> None:
@@ -199,6 +208,7 @@ class RidgeProbe(TestScoring, nn.Module):
         low, pick = nll.min(0)
         inverse = grid.gather(0, pick.unsqueeze(0))[0]
         self.best_val_xent.copy_(nats_to_bits(low))
+        self.guard.settle(self.best_val_xent)
         self.temperature.copy_(1.0 / inverse)
         for i in range(len(self.views)):
             scale = inverse[i].repeat_interleave(self.num_classes)
@@ -213,12 +223,12 @@ class RidgeProbe(TestScoring, nn.Module):
         for features, targets, _ in batches:
             targets = targets.to(device)
             count += len(targets)
-            scores = self.logits({v: x.to(device) for v, x in features.items()})
+            scores = self.scores({v: x.to(device) for v, x in features.items()})
             for i, z in enumerate(scores):
-                true = z.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # [b, offsets]
                 for g, beta in enumerate(grid[:, i]):
-                    lse = torch.logsumexp(z * beta.view(1, -1, 1), -1)
-                    total[g, i] += (lse - beta * true).double().sum(0)
+                    log_p = self.guard.log_probs(z * beta.view(1, -1, 1)).log_softmax(-1)
+                    true = log_p.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # [b, offsets]
+                    total[g, i] -= true.double().sum(0)
         count = all_reduce_sum(torch.tensor(float(count), dtype=torch.float64, device=device))
         return all_reduce_sum(total) / count
 

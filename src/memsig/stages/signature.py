@@ -14,6 +14,7 @@ from memsig.bases import basis_divergence, write_basis_report
 from memsig.chars import character_record, save_chars
 from memsig.distributed import is_rank_zero
 from memsig.faults import fault_point
+from memsig.health import health_record, health_warning
 from memsig.identity import differences
 from memsig.layers import write_layer_report
 from memsig.models.checkpoint import (
@@ -77,8 +78,7 @@ def signature_stage(cfg: DictConfig, plan: Plan, loggers: list) -> Signature:
     conditioning = Conditioning(cfg.probe.get("condition_on"), views, num_classes)
     sets = tuple(map(conditioning.batches, position_sets(parts, offsets, cfg.probe.val_fraction)))
     fit, val, test = sets
-    moments = conditioning.moments(fit, parts["probe_train"].cache, cfg.probe.batch_size)
-    setup = ProbeSetup(cfg, plan.run_dir, conditioning.probe_dims, num_classes, moments, device)
+    setup = ProbeSetup(cfg, plan.run_dir, conditioning.probe_dims, num_classes, device)
     documents = test_documents(cfg, test, parts["probe_test"].blocks)
     probe_key = [identity, probe_cfg, offsets]
     fitted = fit_and_test(setup, sets, probe_key, loggers, documents)
@@ -136,6 +136,7 @@ def signature_stage(cfg: DictConfig, plan: Plan, loggers: list) -> Signature:
             cfg, signature, sets, documents, fitted.results, control and control.results
         )
     signature.extra["summary"] = summarise(signature)
+    signature.extra["health"] = health_record(signature, len(fit), num_classes)
     signature.extra.update(basis_divergence(signature))
     if cfg.probe.reference_orders:
         signature.extra["local_context"] = local_context_reference(
@@ -152,6 +153,9 @@ def signature_stage(cfg: DictConfig, plan: Plan, loggers: list) -> Signature:
         )
     if is_rank_zero():
         _save_outputs(signature, chars, plan, loggers)
+        warning = health_warning(signature.extra["health"])
+        if warning:
+            log.warning(warning)
     return signature
 
 
