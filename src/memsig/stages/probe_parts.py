@@ -14,10 +14,9 @@ from torch import nn
 from memsig.data.corpus import Corpus
 from memsig.data.speech import SpeechCorpus
 from memsig.distributed import rank_zero_first
-from memsig.errors import ConfigError
 from memsig.frame_cache import build_frame_cache
 from memsig.probes.loader import PositionBatches
-from memsig.probes.offsets import valid_positions
+from memsig.probes.offsets import fit_val_split, valid_positions
 from memsig.state_cache import ExtractSettings, StateCache, build_cache, open_cache
 
 CACHE_WAIT_S = 6 * 3600  # how long other DDP ranks wait for rank 0 to extract the states
@@ -76,30 +75,11 @@ def probe_parts(
 
 
 def position_sets(parts: dict[str, ProbePart], offsets: list[int], val_fraction: float):
-    """Probe fit / validation / test positions; validation is the tail block of probe-train,
-    separated from the fit block so that no target is shared: by a gap as wide as the offset
-    range in a stream, at an utterance boundary for speech."""
+    """Probe fit / validation / test positions (see `fit_val_split`) as position batches."""
     offs = np.asarray(offsets, dtype=np.int64)
-    train = parts["probe_train"]
-    train_positions = train.positions
-    cut = int(len(train_positions) * (1 - val_fraction))
-    if train.blocks is None:
-        gap = max(abs(k) for k in offsets) + 1
-        fit_positions = train_positions[: max(0, cut - gap)]
-    else:
-        blocks = train.blocks[train_positions]
-        boundaries = np.flatnonzero(blocks[1:] != blocks[:-1]) + 1
-        if len(boundaries):  # the utterance boundary nearest to the asked-for cut
-            cut = int(boundaries[np.abs(boundaries - cut).argmin()])
-        fit_positions = train_positions[:cut]
-    val_positions = train_positions[cut:]
-    if len(fit_positions) < 2 or len(val_positions) < 2:
-        raise ConfigError(
-            "the probe-train part is too short to split into fit and validation blocks: "
-            "enlarge data.split.probe_train (or data.utterances.probe_train) or lower "
-            "probe.max_offset"
-        )
-    test = parts["probe_test"]
+    train, test = parts["probe_train"], parts["probe_test"]
+    blocks = None if train.blocks is None else train.blocks[train.positions]
+    fit_positions, val_positions = fit_val_split(train.positions, offsets, val_fraction, blocks)
     return (
         train.batches(fit_positions, offs),
         train.batches(val_positions, offs),
