@@ -76,16 +76,18 @@ def _runs(positions: np.ndarray) -> list[tuple[int, int, int]]:
     return [(int(i), int(positions[i]), int(n)) for i, n in zip(starts, lengths, strict=True)]
 
 
+def cached_identity(directory: Path) -> dict | None:
+    """The identity a complete cache in `directory` was made for (None: no complete cache)."""
+    try:
+        return json.loads((directory / MANIFEST).read_text()).get("identity")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
+
+
 def open_cache(directory: Path, identity: Mapping) -> StateCache | None:
     """The cache in `directory` if its manifest matches `identity` exactly, else None."""
-    manifest = directory / MANIFEST
-    if not manifest.is_file():
-        return None
-    try:
-        stored = json.loads(manifest.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    if stored.get("identity") != json.loads(json.dumps(identity)):
+    stored = cached_identity(directory)
+    if stored is None or stored != json.loads(json.dumps(identity)):
         return None
     views, mean, cov = {}, {}, {}
     for view in identity["views"]:

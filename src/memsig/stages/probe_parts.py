@@ -14,11 +14,20 @@ from torch import nn
 from memsig.data.corpus import Corpus
 from memsig.data.speech import SpeechCorpus
 from memsig.distributed import rank_zero_first
-from memsig.frame_cache import build_frame_cache
+from memsig.errors import MemsigError
+from memsig.frame_cache import TARGETS, build_frame_cache
+from memsig.probes.alignment import FrameTargets
 from memsig.probes.loader import PositionBatches
 from memsig.probes.offsets import fit_val_split, valid_positions
-from memsig.state_cache import ExtractSettings, StateCache, build_cache, open_cache
+from memsig.state_cache import (
+    ExtractSettings,
+    StateCache,
+    build_cache,
+    cached_identity,
+    open_cache,
+)
 
+PROBE_PARTS = ("probe_train", "probe_test")
 CACHE_WAIT_S = 6 * 3600  # how long other DDP ranks wait for rank 0 to extract the states
 
 
@@ -48,10 +57,10 @@ def probe_parts(
 ) -> dict[str, ProbePart]:
     """Extract the probe-train and probe-test parts once (a stream or utterance by utterance)."""
     parts = {}
-    for part in ("probe_train", "probe_test"):
+    for part in PROBE_PARTS:
         directory, part_identity = cache_dir / part, {**identity, "part": part}
         if isinstance(corpus, SpeechCorpus):
-            cache, targets = build_frame_cache(
+            cache, source = build_frame_cache(
                 net,
                 corpus.parts[part],
                 corpus.sample_rate,
@@ -61,17 +70,50 @@ def probe_parts(
                 settings.dtype,
                 device,
             )
-            positions = targets.valid_positions(offsets)
-            parts[part] = ProbePart(
-                cache, targets.tokens, positions, targets.anchors, targets.first
-            )
         else:
-            tokens = corpus.parts[part]
-            cache = _shared_cache(net, tokens, directory, part_identity, settings, device)
-            parts[part] = ProbePart(
-                cache, tokens, np.asarray(valid_positions(len(tokens), offsets))
-            )
+            source = corpus.parts[part]
+            cache = _shared_cache(net, source, directory, part_identity, settings, device)
+        parts[part] = _probe_part(cache, source, offsets)
     return parts
+
+
+def cached_probe_parts(
+    corpus: Corpus | SpeechCorpus, cache_dir: Path, offsets: list[int], checkpoint_sha256: str
+) -> dict[str, ProbePart]:
+    """The probe parts a finished run cached, opened without its model (what `memsig audit`
+    reads); an error when a part's cache is missing or holds other data or another model."""
+    parts = {}
+    for part in PROBE_PARTS:
+        directory = cache_dir / part
+        identity = cached_identity(directory)
+        if (
+            identity is None
+            or identity.get("part") != part
+            or identity.get("checkpoint_sha256") != checkpoint_sha256
+            or identity.get("data") != corpus.fingerprint()
+        ):
+            raise MemsigError(
+                f"{directory} holds no state cache of this run's model and data: rerun the "
+                "run's command in its run dir (the signature stage extracts the states again)"
+            )
+        cache = open_cache(directory, identity)
+        source = (
+            FrameTargets.load(directory / TARGETS)
+            if isinstance(corpus, SpeechCorpus)
+            else corpus.parts[part]
+        )
+        parts[part] = _probe_part(cache, source, offsets)
+    return parts
+
+
+def _probe_part(
+    cache: StateCache, source: np.ndarray | FrameTargets, offsets: list[int]
+) -> ProbePart:
+    """A part from its cache and its targets: a token stream, or speech frames' graphemes."""
+    if isinstance(source, FrameTargets):
+        positions = source.valid_positions(offsets)
+        return ProbePart(cache, source.tokens, positions, source.anchors, source.first)
+    return ProbePart(cache, source, np.asarray(valid_positions(len(source), offsets)))
 
 
 def position_sets(parts: dict[str, ProbePart], offsets: list[int], val_fraction: float):
