@@ -1,7 +1,8 @@
 """The `memsig` command and run.py: compose the Hydra config and run the pipeline, or run a
 named command given as the first argument: `memsig compare RUN_A RUN_B` (two runs character
 by character), `memsig compare MULTIRUN_DIR` (the runs of a sweep, mean and interval over
-seeds), `memsig selfcheck` (known-answer experiments)."""
+seeds), `memsig selfcheck` (known-answer experiments), `memsig audit RUN_DIR` (a run's
+signature against scikit-learn)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from memsig.objective import objective
 log = logging.getLogger("memsig")
 # first argument -> module whose command(argv) runs
 COMMANDS = {
+    "audit": "memsig.audit",
     "compare": "memsig.char_report",
     "compare-sweep": "memsig.sweep_report",
     "selfcheck": "memsig.selfcheck",

@@ -80,17 +80,26 @@ def _runs(positions: np.ndarray) -> list[tuple[int, int, int]]:
     return [(int(i), int(positions[i]), int(n)) for i, n in zip(starts, lengths, strict=True)]
 
 
+def _manifest(directory: Path) -> dict | None:
+    """The manifest of a complete cache in `directory` (None: no complete cache)."""
+    try:
+        manifest = json.loads((directory / MANIFEST).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
+def cached_identity(directory: Path) -> dict | None:
+    """The identity a complete cache in `directory` was made for (None: no complete cache)."""
+    manifest = _manifest(directory)
+    return None if manifest is None else manifest.get("identity")
+
+
 def open_cache(directory: Path, identity: Mapping) -> StateCache | None:
     """The cache in `directory` if its manifest matches `identity` exactly and every file it
     lists has the size it was written with; else None (the caller rebuilds it)."""
-    manifest = directory / MANIFEST
-    if not manifest.is_file():
-        return None
-    try:
-        stored = json.loads(manifest.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    if stored.get("identity") != json.loads(json.dumps(identity)):
+    stored = _manifest(directory)
+    if stored is None or stored.get("identity") != json.loads(json.dumps(identity)):
         return None
     damaged = _damaged_files(directory, stored.get("sizes"))
     if damaged:

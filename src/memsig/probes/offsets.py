@@ -60,3 +60,31 @@ def input_windows(tokens: np.ndarray, positions: np.ndarray, m: int, pad: int) -
     slots before the stream's start hold `pad`."""
     padded = np.concatenate([np.full(m - 1, pad), np.asarray(tokens, dtype=np.int64)])
     return padded[positions[:, None] + np.arange(m)[None, :]]
+
+
+def fit_val_split(
+    positions: np.ndarray,
+    offsets: Sequence[int],
+    val_fraction: float,
+    blocks: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Probe-train positions cut into a fit block and a validation block (its tail), separated
+    so that no target is shared: by a gap as wide as the offset range in a stream, at the
+    utterance boundary nearest the cut when `blocks` (each position's utterance) is given."""
+    cut = int(len(positions) * (1 - val_fraction))
+    if blocks is None:
+        gap = max(abs(k) for k in offsets) + 1
+        fit = positions[: max(0, cut - gap)]
+    else:
+        boundaries = np.flatnonzero(blocks[1:] != blocks[:-1]) + 1
+        if len(boundaries):
+            cut = int(boundaries[np.abs(boundaries - cut).argmin()])
+        fit = positions[:cut]
+    val = positions[cut:]
+    if len(fit) < 2 or len(val) < 2:
+        raise ConfigError(
+            "the probe-train part is too short to split into fit and validation blocks: "
+            "enlarge data.split.probe_train (or data.utterances.probe_train) or lower "
+            "probe.max_offset"
+        )
+    return fit, val

@@ -14,13 +14,20 @@ from torch import nn
 from memsig.data.corpus import Corpus
 from memsig.data.speech import SpeechCorpus
 from memsig.distributed import rank_zero_first
-from memsig.errors import ConfigError
-from memsig.frame_cache import build_frame_cache, open_frame_cache
+from memsig.errors import MemsigError
+from memsig.frame_cache import TARGETS, build_frame_cache, open_frame_cache
 from memsig.probes.alignment import FrameTargets
 from memsig.probes.loader import PositionBatches
-from memsig.probes.offsets import valid_positions
-from memsig.state_cache import ExtractSettings, StateCache, build_cache, open_cache
+from memsig.probes.offsets import fit_val_split, valid_positions
+from memsig.state_cache import (
+    ExtractSettings,
+    StateCache,
+    build_cache,
+    cached_identity,
+    open_cache,
+)
 
+PROBE_PARTS = ("probe_train", "probe_test")
 CACHE_WAIT_S = 6 * 3600  # how long other DDP ranks wait for rank 0 to extract the states
 
 
@@ -51,50 +58,64 @@ def probe_parts(
     """Extract the probe-train and probe-test parts once (a stream or utterance by utterance):
     rank 0 writes each cache, the other DDP ranks wait for it and open it."""
     parts = {}
-    for part in ("probe_train", "probe_test"):
+    for part in PROBE_PARTS:
         directory, part_identity = cache_dir / part, {**identity, "part": part}
         if isinstance(corpus, SpeechCorpus):
-            cache, targets = _shared_frame_cache(
+            cache, source = _shared_frame_cache(
                 net, corpus, part, directory, part_identity, settings, device
             )
-            positions = targets.valid_positions(offsets)
-            parts[part] = ProbePart(
-                cache, targets.tokens, positions, targets.anchors, targets.first
-            )
         else:
-            tokens = corpus.parts[part]
-            cache = _shared_cache(net, tokens, directory, part_identity, settings, device)
-            parts[part] = ProbePart(
-                cache, tokens, np.asarray(valid_positions(len(tokens), offsets))
-            )
+            source = corpus.parts[part]
+            cache = _shared_cache(net, source, directory, part_identity, settings, device)
+        parts[part] = _probe_part(cache, source, offsets)
     return parts
 
 
-def position_sets(parts: dict[str, ProbePart], offsets: list[int], val_fraction: float):
-    """Probe fit / validation / test positions; validation is the tail block of probe-train,
-    separated from the fit block so that no target is shared: by a gap as wide as the offset
-    range in a stream, at an utterance boundary for speech."""
-    offs = np.asarray(offsets, dtype=np.int64)
-    train = parts["probe_train"]
-    train_positions = train.positions
-    cut = int(len(train_positions) * (1 - val_fraction))
-    if train.blocks is None:
-        gap = max(abs(k) for k in offsets) + 1
-        fit_positions = train_positions[: max(0, cut - gap)]
-    else:
-        blocks = train.blocks[train_positions]
-        boundaries = np.flatnonzero(blocks[1:] != blocks[:-1]) + 1
-        if len(boundaries):  # the utterance boundary nearest to the asked-for cut
-            cut = int(boundaries[np.abs(boundaries - cut).argmin()])
-        fit_positions = train_positions[:cut]
-    val_positions = train_positions[cut:]
-    if len(fit_positions) < 2 or len(val_positions) < 2:
-        raise ConfigError(
-            "the probe-train part is too short to split into fit and validation blocks: "
-            "enlarge data.split.probe_train (or data.utterances.probe_train) or lower "
-            "probe.max_offset"
+def cached_probe_parts(
+    corpus: Corpus | SpeechCorpus, cache_dir: Path, offsets: list[int], checkpoint_sha256: str
+) -> dict[str, ProbePart]:
+    """The probe parts a finished run cached, opened without its model (what `memsig audit`
+    reads); an error when a part's cache is missing or holds other data or another model."""
+    parts = {}
+    for part in PROBE_PARTS:
+        directory = cache_dir / part
+        identity = cached_identity(directory)
+        if (
+            identity is None
+            or identity.get("part") != part
+            or identity.get("checkpoint_sha256") != checkpoint_sha256
+            or identity.get("data") != corpus.fingerprint()
+        ):
+            raise MemsigError(
+                f"{directory} holds no state cache of this run's model and data: rerun the "
+                "run's command in its run dir (the signature stage extracts the states again)"
+            )
+        cache = open_cache(directory, identity)
+        source = (
+            FrameTargets.load(directory / TARGETS)
+            if isinstance(corpus, SpeechCorpus)
+            else corpus.parts[part]
         )
-    test = parts["probe_test"]
+        parts[part] = _probe_part(cache, source, offsets)
+    return parts
+
+
+def _probe_part(
+    cache: StateCache, source: np.ndarray | FrameTargets, offsets: list[int]
+) -> ProbePart:
+    """A part from its cache and its targets: a token stream, or speech frames' graphemes."""
+    if isinstance(source, FrameTargets):
+        positions = source.valid_positions(offsets)
+        return ProbePart(cache, source.tokens, positions, source.anchors, source.first)
+    return ProbePart(cache, source, np.asarray(valid_positions(len(source), offsets)))
+
+
+def position_sets(parts: dict[str, ProbePart], offsets: list[int], val_fraction: float):
+    """Probe fit / validation / test positions (see `fit_val_split`) as position batches."""
+    offs = np.asarray(offsets, dtype=np.int64)
+    train, test = parts["probe_train"], parts["probe_test"]
+    blocks = None if train.blocks is None else train.blocks[train.positions]
+    fit_positions, val_positions = fit_val_split(train.positions, offsets, val_fraction, blocks)
     return (
         train.batches(fit_positions, offs),
         train.batches(val_positions, offs),

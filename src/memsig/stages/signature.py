@@ -142,6 +142,7 @@ def signature_stage(cfg: DictConfig, plan: Plan, loggers: list) -> Signature:
         signature.extra["local_context"] = local_context_reference(
             corpus.parts["probe_train"],
             corpus.parts["probe_test"],
+            (fit.positions, val.positions, test.positions),
             offsets,
             list(cfg.probe.reference_orders),
             len(corpus.vocab),
