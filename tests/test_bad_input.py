@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -256,10 +257,19 @@ def test_an_unreachable_wandb_server_never_waits(monkeypatch, tmp_path, caplog):
 
 
 def test_a_server_that_never_answers_is_given_up_on_in_time(monkeypatch):
-    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: time.sleep(30))
+    released = threading.Event()
+
+    def never_answers(*args, **kwargs):
+        released.wait()
+        raise OSError("released by the test")
+
+    monkeypatch.setattr(socket, "create_connection", never_answers)
     start = time.monotonic()
-    assert unreachable("https://api.wandb.ai", timeout=0.5) == "no answer within 0.5 s"
-    assert time.monotonic() - start < 2
+    try:
+        assert unreachable("https://api.wandb.ai", timeout=0.5) == "no answer within 0.5 s"
+        assert time.monotonic() - start < 2
+    finally:
+        released.set()
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen()

@@ -15,6 +15,7 @@ from memsig import progress
 from memsig.atomic import write_text_atomic
 from memsig.distributed import is_rank_zero, start_processes
 from memsig.plan import prepare
+from memsig.run_dir import check_writable
 from memsig.run_lock import run_dir_lock
 from memsig.signature import Signature
 from memsig.stages.base import train_base
@@ -29,6 +30,7 @@ def run(cfg: DictConfig) -> Signature | None:
     """Run the configured stages; returns the signature when one was computed. One run at a
     time holds the run dir (rank 0 takes its lock for every rank)."""
     run_dir = Path(cfg.paths.output_dir)
+    check_writable(run_dir, "paths.output_dir")
     with run_dir_lock(run_dir) if is_rank_zero() else nullcontext():
         return _run_stages(cfg)
 

@@ -29,7 +29,6 @@ from memsig.probes.local_context import check_orders
 from memsig.probes.mdl import block_ends
 from memsig.probes.multi_offset import probe_views
 from memsig.probes.offsets import resolve_offsets, valid_positions
-from memsig.run_dir import check_writable
 from memsig.validate import check_command_line_keys, check_config
 
 STAGES = ("all", "base", "signature")
@@ -57,7 +56,7 @@ def prepare(cfg: DictConfig) -> Plan:
     check_config(cfg)
     check_local_ddp_in_sweep(cfg.trainer, in_sweep())
     run_dir = Path(cfg.paths.output_dir)
-    check_writable(run_dir, "paths.output_dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
     offsets = resolve_offsets(optional_list(cfg.probe.offsets), cfg.probe.max_offset)
     corpus: Corpus | SpeechCorpus = build(cfg.data)
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)

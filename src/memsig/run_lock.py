@@ -21,7 +21,7 @@ def run_dir_lock(run_dir: Path) -> Iterator[None]:
     """Hold the run dir's lock, or refuse at once naming the process that holds it."""
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / LOCK
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)  # less the umask, like every file
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
