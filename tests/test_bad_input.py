@@ -226,18 +226,18 @@ def test_a_vocabulary_beyond_the_limit_is_refused_with_an_estimate(tiny_config, 
 
 
 def test_the_probe_size_estimate_counts_the_real_heads():
-    view_dims, offsets, classes = {"layer1.h": 7, "logits": 11}, 3, 11
-    heads = MultiOffsetProbe(
+    view_dims, offsets, classes, strengths = {"layer1.h": 7, "logits": 11}, 3, 11, [0.1, 1.0]
+    probe = MultiOffsetProbe(
         view_dims,
         offsets,
         classes,
         torch.optim.Adam,
         {v: np.zeros(d) for v, d in view_dims.items()},
         {v: np.eye(d) for v, d in view_dims.items()},
-    ).heads
-    assert probe_parameters(view_dims, offsets, classes) == sum(
-        p.numel() for p in heads.parameters()
+        strengths=strengths,
     )
+    counted = sum(p.numel() for p in probe.parameters())
+    assert probe_parameters(view_dims, offsets * len(strengths), classes) == counted
 
 
 def test_an_unreachable_wandb_server_never_waits(monkeypatch, tmp_path, caplog):

@@ -110,14 +110,17 @@ def prepare(cfg: DictConfig) -> Plan:
     check_objective(cfg.objective.metric, cfg.objective.view, list(views))
     check_orders(cfg.probe.reference_orders, len(corpus.vocab))
     classes = len(corpus.vocab)
-    check_vocabulary(classes, cfg.max_vocab, corpus.name, views, len(offsets), cfg.probe.batch_size)
+    strengths = len(cfg.probe.get("l2") or [0.0])  # linear and MLP probes: a head per strength
+    check_vocabulary(
+        classes, cfg.max_vocab, corpus.name, views, len(offsets), strengths, cfg.probe.batch_size
+    )
     trains_base = cfg.stage != "signature" and not reuse
     probes = cfg.stage != "base"
     check_disk_for_run(
         run_dir,
         sum(p.numel() for p in net.parameters()) if trains_base else None,
         views if probes else {},
-        len(offsets),
+        len(offsets) * strengths,
         classes,
         _cached_positions(corpus) if probes else 0,
         np.dtype(cfg.probe.extract.dtype).itemsize,
