@@ -33,6 +33,7 @@ SMALL = [
     "probe.max_offset=3",
     "probe.max_epochs=4",
     "probe.bootstrap.resamples=200",
+    "data.num_chars=20000",
 ]
 DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
 EXACT = 1e-4  # closed-form probes: DDP and one process differ only in float summation order
