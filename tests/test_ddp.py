@@ -19,6 +19,7 @@ from conftest import (
     compose_config,
     offline_env,
     run_command,
+    strict_json_errors,
     wandb_records,
 )
 from memsig.atomic import write_json_atomic
@@ -236,3 +237,10 @@ def test_json_files_are_strict_and_say_why_a_value_is_missing(tmp_path):
     assert record["a"] == [1.0, None] and record["b"] == {"c": None} and record["d"] == 2
     assert set(record["undefined"]) == {"a[1]", "b.c"}
     assert record["undefined"]["a[1]"].startswith("NaN")
+    # the session-end scan of every test's JSON files flags what Python's json writes by default
+    loose = tmp_path / "loose.json"
+    loose.write_text(json.dumps({"x": float("nan")}))
+    try:
+        assert strict_json_errors(tmp_path) == [f"{loose}: non-standard token NaN"]
+    finally:
+        loose.unlink()  # not a file memsig wrote: kept out of the session-end scan
