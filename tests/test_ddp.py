@@ -127,21 +127,25 @@ def test_ddp_on_two_processes_matches_one_process(tmp_path):
 
 
 def test_closed_form_signature_under_ddp_equals_one_process(tmp_path, text_checkpoint):
-    """probe=ridge: every number, intervals, control task, online code and conditioning
-    included, the same on 2 processes as in one."""
+    """probe=ridge: every number, intervals, control task, online code, conditioning and the
+    untrained baseline included, the same on 2 processes as in one."""
     extras = [
         "probe=ridge",
         "probe.control=true",
         "probe.mdl=true",
         "probe.condition_on=1",
+        "probe.untrained_baseline=true",
         "stage=signature",
         f"base_ckpt={text_checkpoint}",
     ]
-    ddp = run_ddp(tmp_path / "ddp", [*TINY, *TINY_MARKOV, *SMALL, *extras])
-    run(compose_config(tmp_path / "single", [*SMALL, *extras]))
+    dirs = (tmp_path / "ddp", tmp_path / "single")
+    ddp = run_ddp(dirs[0], [*TINY, *TINY_MARKOV, *SMALL, *extras])
+    run(compose_config(dirs[1], [*SMALL, *extras]))
     single = json.loads((tmp_path / "single" / "signature.json").read_text())
     compared = assert_same_signature(ddp, single, EXACT)
-    assert compared > 300  # scores, intervals, control, online code, conditioning
+    assert compared > 300  # scores, intervals, control, online code, conditioning, untrained
+    untrained = [json.loads((d / "untrained" / "signature.json").read_text()) for d in dirs]
+    assert_same_signature(*untrained, EXACT)
     assert ddp["data"]["probe_test_positions"] == ddp["data"]["probe_test_tokens"] - 3
     assert ddp["intervals"]["documents"] == single["intervals"]["documents"] > 2
 
