@@ -99,7 +99,7 @@ def main() -> None:
     torch.manual_seed(0)
     split = {"train": 0.6, "val": 0.1, "probe_train": 0.2, "probe_test": 0.1}
     corpus = markov_corpus(3, 6, 3, 250_000, seed=0, split=split)
-    loader = stream_loader(corpus.parts["train"], args.batch, args.bptt)
+    loader = stream_loader(corpus.parts["train"], args.batch, args.bptt, shard=True)
     base = StackedRNN(len(corpus.vocab), "lstm", args.layers, args.hidden, 32, 0.0)
     variants = {
         "lightning": partial(lightning_seconds, compile=False),

@@ -19,6 +19,7 @@ from conftest import (
     compose_config,
     offline_env,
     run_command,
+    strict_json_errors,
     wandb_records,
 )
 from memsig.atomic import write_json_atomic
@@ -33,6 +34,7 @@ SMALL = [
     "probe.max_offset=3",
     "probe.max_epochs=4",
     "probe.bootstrap.resamples=200",
+    "data.num_chars=20000",
 ]
 DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
 EXACT = 1e-4  # closed-form probes: DDP and one process differ only in float summation order
@@ -125,21 +127,25 @@ def test_ddp_on_two_processes_matches_one_process(tmp_path):
 
 
 def test_closed_form_signature_under_ddp_equals_one_process(tmp_path, text_checkpoint):
-    """probe=ridge: every number, intervals, control task, online code and conditioning
-    included, the same on 2 processes as in one."""
+    """probe=ridge: every number, intervals, control task, online code, conditioning and the
+    untrained baseline included, the same on 2 processes as in one."""
     extras = [
         "probe=ridge",
         "probe.control=true",
         "probe.mdl=true",
         "probe.condition_on=1",
+        "probe.untrained_baseline=true",
         "stage=signature",
         f"base_ckpt={text_checkpoint}",
     ]
-    ddp = run_ddp(tmp_path / "ddp", [*TINY, *TINY_MARKOV, *SMALL, *extras])
-    run(compose_config(tmp_path / "single", [*SMALL, *extras]))
+    dirs = (tmp_path / "ddp", tmp_path / "single")
+    ddp = run_ddp(dirs[0], [*TINY, *TINY_MARKOV, *SMALL, *extras])
+    run(compose_config(dirs[1], [*SMALL, *extras]))
     single = json.loads((tmp_path / "single" / "signature.json").read_text())
     compared = assert_same_signature(ddp, single, EXACT)
-    assert compared > 300  # scores, intervals, control, online code, conditioning
+    assert compared > 300  # scores, intervals, control, online code, conditioning, untrained
+    untrained = [json.loads((d / "untrained" / "signature.json").read_text()) for d in dirs]
+    assert_same_signature(*untrained, EXACT)
     assert ddp["data"]["probe_test_positions"] == ddp["data"]["probe_test_tokens"] - 3
     assert ddp["intervals"]["documents"] == single["intervals"]["documents"] > 2
 
@@ -190,7 +196,7 @@ def test_scores_summed_over_shards_equal_one_pass():
         for batch in batches:
             rows = torch.as_tensor(batch, dtype=torch.long)
             scores.update(nll[:, rows], correct[:, rows], targets[rows], rows)
-        return {name: getattr(scores, name) for name in scores._defaults}
+        return dict(scores.metric_state)
 
     whole = scored(list(EpochBatches(rows_total, 8, shuffle=False, shard=False)))
     shares = []
@@ -235,3 +241,10 @@ def test_json_files_are_strict_and_say_why_a_value_is_missing(tmp_path):
     assert record["a"] == [1.0, None] and record["b"] == {"c": None} and record["d"] == 2
     assert set(record["undefined"]) == {"a[1]", "b.c"}
     assert record["undefined"]["a[1]"].startswith("NaN")
+    # the session-end scan of every test's JSON files flags what Python's json writes by default
+    loose = tmp_path / "loose.json"
+    loose.write_text(json.dumps({"x": float("nan")}))
+    try:
+        assert strict_json_errors(tmp_path) == [f"{loose}: non-standard token NaN"]
+    finally:
+        loose.unlink()  # not a file memsig wrote: kept out of the session-end scan

@@ -86,7 +86,7 @@ def test_copy_corpus_labels_are_the_delayed_inputs():
     corpus = copy_corpus(delay=3, vocab_size=6, num_chars=4000, seed=1, split=SPLIT)
     assert corpus.target == 3
     train = corpus.parts["train"]
-    chunks = StreamChunks(train, rows=4, seq_len=50, target=3)
+    chunks = StreamChunks(train, rows=4, seq_len=50, target=3, shard=False)
     inputs = torch.cat([chunks[i][0] for i in range(len(chunks))], dim=1)
     labels = torch.cat([chunks[i][1] for i in range(len(chunks))], dim=1)
     assert (labels[:, :3] == IGNORE).all()  # nothing to copy yet in each row
@@ -97,7 +97,7 @@ def test_copy_corpus_labels_are_the_delayed_inputs():
 
 def test_language_model_labels_are_unchanged():
     tokens = np.arange(103)
-    chunks = StreamChunks(tokens, rows=2, seq_len=10)
+    chunks = StreamChunks(tokens, rows=2, seq_len=10, shard=False)
     inputs, labels = chunks[0]
     torch.testing.assert_close(inputs, torch.tensor(np.stack([np.arange(10), np.arange(51, 61)])))
     torch.testing.assert_close(labels, inputs + 1)

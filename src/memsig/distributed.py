@@ -1,8 +1,9 @@
-"""What each process of a distributed (DDP) run does: its share of every batch, whether it
-writes files, and waiting for rank 0 to finish shared work (checkpoint, state cache).
+"""What each process of a distributed (DDP) run does: its share of every batch, adding the
+sums each rank took over its share, whether it writes files, and waiting for rank 0 to finish
+shared work (checkpoint, state and frame caches).
 
-Every rank runs the whole pipeline (Lightning's launcher or srun starts them), so code
-outside the trainers asks these helpers instead of assuming one process."""
+Every rank runs the whole pipeline (started with the run by `start_processes`, or by srun),
+so code outside the trainers asks these helpers instead of assuming one process."""
 
 from __future__ import annotations
 
@@ -73,8 +74,8 @@ def rank_zero_first(
     work: Callable[[], T], ready: Callable[[], T | None], timeout: float, what: str
 ) -> T:
     """Rank 0 does `work` (e.g. writes the state cache); the other ranks wait for it and then
-    read the result with `ready`. Without a process group yet (ranks started by SLURM before
-    the first trainer), they poll `ready` until it answers or `timeout` seconds pass."""
+    read the result with `ready`. Without a process group (ranks started outside any launcher
+    memsig knows), they poll `ready` until it answers or `timeout` seconds pass."""
     if is_rank_zero():
         result = work()
         barrier()

@@ -1,5 +1,9 @@
 """The Signature record (schema memsig/signature@1): build, save and load as JSON and CSV.
 
+The file is strict JSON (atomic.json_text): a number that is undefined is null, its path and
+the reason listed under the top-level `undefined` key (absent when every number is defined).
+`data.probe_test_positions` is the number of test positions scored, summed over DDP ranks.
+
 Keys beyond the schema's core (all optional, each written only when its option is on):
 
 - `summary`: per view, `capacity`, `half_life` (the first offset k >= 0 whose information falls

@@ -22,7 +22,10 @@ class StreamChunks(Dataset):
     so the state a model returns for chunk i is the right starting state for chunk i + 1.
     """
 
-    def __init__(self, tokens: np.ndarray, rows: int, seq_len: int, target: int = -1) -> None:
+    def __init__(
+        self, tokens: np.ndarray, rows: int, seq_len: int, target: int = -1, *, shard: bool
+    ) -> None:
+        self.shard = shard
         ahead = max(0, -target)
         usable = (len(tokens) - ahead) // rows
         if usable < 1:
@@ -42,20 +45,23 @@ class StreamChunks(Dataset):
         return -(-self.inputs.shape[1] // self.seq_len)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Chunk i; under DDP each rank gets its own rows (rank, rank + world, ...), so the
-        ranks together take the same step as one process with every row."""
+        """Chunk i; with `shard`, under DDP each rank gets its own rows (rank, rank + world,
+        ...), so the ranks together take the same step as one process with every row (and
+        metrics summed over them cover every row once)."""
         window = slice(i * self.seq_len, (i + 1) * self.seq_len)
-        rank, world = shard()
+        rank, world = shard() if self.shard else (0, 1)
         rows = slice(rank, None, world)
         return self.inputs[rows, window], self.targets[rows, window]
 
 
-def stream_loader(tokens: np.ndarray, rows: int, seq_len: int, target: int = -1) -> DataLoader:
+def stream_loader(
+    tokens: np.ndarray, rows: int, seq_len: int, target: int = -1, *, shard: bool
+) -> DataLoader:
     """An ordered loader of whole chunks (no shuffling: chunk order carries the state); pinned
     memory when a GPU will read the batches (faster, asynchronous host-to-device copies).
     No worker processes: chunks are slices of one in-memory tensor, cheaper than any IPC."""
     return DataLoader(
-        StreamChunks(tokens, rows, seq_len, target),
+        StreamChunks(tokens, rows, seq_len, target, shard=shard),
         batch_size=None,
         shuffle=False,
         pin_memory=torch.cuda.is_available(),

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torchmetrics import Metric
 
+from memsig.distributed import all_reduce_sum
 from memsig.units import nats_to_bits
 
 
@@ -19,7 +20,9 @@ class HeadScores(Metric):
     rescoring tokens; each batch names its rows, so any order or share of them adds up.
 
     Under DDP each rank sums its share of the pass (a sharded loader) and `results` adds the
-    sums over the ranks: every rank reads the scores of the whole pass."""
+    sums over the ranks (an explicit all-reduce of every state, in the order they were added,
+    which works for CPU states under NCCL too): every rank reads the scores of the whole pass.
+    torchmetrics' own synchronisation in `compute` is off, so nothing is added twice."""
 
     full_state_update = False
 
@@ -30,7 +33,7 @@ class HeadScores(Metric):
         num_classes: int,
         documents: np.ndarray | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(sync_on_compute=False)
         self.num_classes = num_classes
         shape, by_symbol = (num_views, num_offsets), (num_views, num_offsets * num_classes)
         for name, size in (("nll", shape), ("correct", shape), ("correct_by_symbol", by_symbol)):
@@ -77,24 +80,17 @@ class HeadScores(Metric):
         """What `compute` gives, summed over DDP ranks, in these shapes even for one view x one
         offset (torchmetrics squeezes one-element results of `compute` to scalars). Every rank
         must call it: the sums are exchanged."""
-        with self.sync_context():
-            return self._totals()
-
-    def _totals(self) -> dict[str, torch.Tensor]:
-        offsets = self.nll.shape[1]
+        total = {name: all_reduce_sum(state.clone()) for name, state in self.metric_state.items()}
+        offsets = total["nll"].shape[1]
         out = {
-            "count": self.count.clone(),
-            "xent_bits": nats_to_bits(self.nll / self.count),
-            "accuracy": self.correct / self.count,
-            "correct_by_symbol": self.correct_by_symbol.view(-1, offsets, self.num_classes).clone(),
-            "count_by_symbol": self.count_by_symbol.view(offsets, self.num_classes).clone(),
+            "count": total["count"],
+            "xent_bits": nats_to_bits(total["nll"] / total["count"]),
+            "accuracy": total["correct"] / total["count"],
+            "correct_by_symbol": total["correct_by_symbol"].view(-1, offsets, self.num_classes),
+            "count_by_symbol": total["count_by_symbol"].view(offsets, self.num_classes),
         }
         if self.documents is not None:
-            out.update(
-                doc_nll=self.doc_nll.clone(),
-                doc_correct=self.doc_correct.clone(),
-                doc_count=self.doc_count.clone(),
-            )
+            out.update({name: total[name] for name in ("doc_nll", "doc_correct", "doc_count")})
         return out
 
 

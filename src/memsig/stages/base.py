@@ -38,8 +38,10 @@ def train_base(cfg: DictConfig, plan: Plan, loggers: list) -> Path:
         corpus.target,
         compile=cfg.get("compile", False),
     )
-    train = stream_loader(corpus.parts["train"], training.batch_size, training.bptt, corpus.target)
-    val = stream_loader(corpus.parts["val"], training.batch_size, training.bptt, corpus.target)
+    # rows split across DDP ranks; val/bpc is a metric summed over them
+    rows, bptt, target = training.batch_size, training.bptt, corpus.target
+    train = stream_loader(corpus.parts["train"], rows, bptt, target, shard=True)
+    val = stream_loader(corpus.parts["val"], rows, bptt, target, shard=True)
     callbacks = _signatures_during_training(cfg, plan, loggers)
     score = fit_best(cfg, plan, loggers, lm, train, val, "val/bpc", plan.inputs, callbacks)
     metrics = {"val/bpc": score}

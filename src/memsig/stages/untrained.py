@@ -7,6 +7,7 @@ import dataclasses
 
 import lightning as L
 
+from memsig.distributed import is_rank_zero
 from memsig.models.checkpoint import build_network
 from memsig.models.factorized import with_basis_ablations
 from memsig.plan import Plan
@@ -62,9 +63,10 @@ def untrained_signature(
         views=view_scores(untrained_setup.views, trained.offsets, run.results, trained.baseline),
     )
     signature.extra["summary"] = summarise(signature)
-    directory = plan.run_dir / "untrained"
-    directory.mkdir(exist_ok=True)
-    signature.save(directory)
+    if is_rank_zero():  # every DDP rank holds the same numbers; one writes them
+        directory = plan.run_dir / "untrained"
+        directory.mkdir(exist_ok=True)
+        signature.save(directory)
     return {
         "path": "untrained/signature.json",
         "views": {v: vars(s).copy() for v, s in signature.views.items()},
