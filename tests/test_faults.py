@@ -185,6 +185,14 @@ def test_a_damaged_finished_run_is_completed_without_training_again(
         assert "is damaged (layer1.h.npy:" in caplog.text
 
 
+def test_lost_best_weights_are_a_clear_error(reference_run, tmp_path):
+    run_dir = copied_run(reference_run, tmp_path)
+    (run_dir / "checkpoints" / "base.ckpt").unlink()
+    (run_dir / "checkpoints" / "lightning" / "best.ckpt").unlink()
+    with pytest.raises(MemsigError, match="best weights are gone; delete .*lightning"):
+        run(compose_config(run_dir, FAST))
+
+
 def test_a_finished_run_is_skipped(reference_run, tmp_path, caplog):
     _, expected, expected_files = reference_run
     run_dir = copied_run(reference_run, tmp_path)
