@@ -8,6 +8,7 @@ shared) that handles SIGTERM as the command line does; the rerun runs in the tes
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import shutil
@@ -103,26 +104,44 @@ POINTS = {  # fault point -> where it stops the run
 }
 
 
+@pytest.fixture(scope="module")
+def base_stage_done(reference_run, tmp_path_factory) -> Path:
+    """The reference run dir as the base stage left it (the signature stage's outputs taken
+    away): faults in the signature stage start from here instead of training again."""
+    run_dir = tmp_path_factory.mktemp("base_done") / "run"
+    shutil.copytree(reference_run[0], run_dir)
+    shutil.rmtree(run_dir / "cache")
+    for probe in (run_dir / "checkpoints").glob("probe-*"):
+        shutil.rmtree(probe)
+    for name in json.loads((run_dir / "signature.json").read_text())["files"]:
+        (run_dir / name).unlink()
+    (run_dir / "signature.json").unlink()
+    return run_dir
+
+
 @pytest.mark.parametrize("signame", ["TERM", "KILL"])
 @pytest.mark.parametrize("point", list(POINTS))
 def test_a_rerun_after_a_fault_ends_with_the_uninterrupted_signature(
-    reference, tmp_path, caplog, point, signame
+    reference, base_stage_done, tmp_path, caplog, point, signame
 ):
     expected, expected_files = reference
     late = expected["probe"]["epochs"] - 1
     assert late >= 2, "the probe must train long enough for an early and a late fault"
     fault = f"{point.replace('LATE', str(late))}:{signame}"
-    status = run_with_fault(tmp_path, fault)
+    run_dir = tmp_path / "run"
+    if not point.startswith("base_"):
+        shutil.copytree(base_stage_done, run_dir)
+    status = run_with_fault(run_dir, fault)
     caplog.set_level(logging.INFO, "memsig")
     assert status == (TERM_EXIT if signame == "TERM" else -signal.SIGKILL), fault
-    assert not (tmp_path / "signature.json").exists()
+    assert not (run_dir / "signature.json").exists()
 
-    resumed = run(compose_config(tmp_path, FAST))
+    resumed = run(compose_config(run_dir, FAST))
     assert "cannot be loaded" not in caplog.text  # resumed, not started over
     if "epoch" in point or "fitted" in point:
         assert "resuming from" in caplog.text
     assert comparable(resumed) == expected
-    assert output_files(tmp_path) == expected_files
+    assert output_files(run_dir) == expected_files
 
 
 def copied_run(reference_run, tmp_path) -> Path:
@@ -164,6 +183,14 @@ def test_a_damaged_finished_run_is_completed_without_training_again(
     assert {path: path.stat().st_mtime_ns for path in checkpoints} == trained  # no epoch
     if damage == "cache file truncated":
         assert "is damaged (layer1.h.npy:" in caplog.text
+
+
+def test_lost_best_weights_are_a_clear_error(reference_run, tmp_path):
+    run_dir = copied_run(reference_run, tmp_path)
+    (run_dir / "checkpoints" / "base.ckpt").unlink()
+    (run_dir / "checkpoints" / "lightning" / "best.ckpt").unlink()
+    with pytest.raises(MemsigError, match="best weights are gone; delete .*lightning"):
+        run(compose_config(run_dir, FAST))
 
 
 def test_a_finished_run_is_skipped(reference_run, tmp_path, caplog):
