@@ -20,18 +20,18 @@ PROBE_CHECKPOINT_COPIES = 4
 BASE_CHECKPOINT_COPIES = 1 + 3 + 3 + 3
 
 
-def probe_parameters(view_dims: Mapping[str, int], offsets: int, classes: int) -> int:
-    """Weights and biases of one linear head per view, each predicting every offset."""
-    return sum((dim + 1) * offsets * classes for dim in view_dims.values())
+def probe_parameters(view_dims: Mapping[str, int], heads: int, classes: int) -> int:
+    """Weights and biases of the linear heads (offsets x L2 strengths) of every view."""
+    return sum((dim + 1) * heads * classes for dim in view_dims.values())
 
 
 def probe_memory_bytes(
-    view_dims: Mapping[str, int], offsets: int, classes: int, batch_size: int
+    view_dims: Mapping[str, int], heads: int, classes: int, batch_size: int
 ) -> int:
     """Probe training's parameters (with gradients, optimizer state and best copy) and one
     batch of logits with their gradient."""
-    params = probe_parameters(view_dims, offsets, classes)
-    logits = 2 * batch_size * offsets * classes * len(view_dims)
+    params = probe_parameters(view_dims, heads, classes)
+    logits = 2 * batch_size * heads * classes * len(view_dims)
     return FLOAT * (PROBE_TRAINING_COPIES * params + logits)
 
 
@@ -40,20 +40,20 @@ def check_vocabulary(
     limit: int,
     data: str,
     view_dims: Mapping[str, int],
-    offsets: int,
+    heads: int,
     batch_size: int,
 ) -> None:
     """Refuse a vocabulary above `max_vocab`, with the memory its probes would need."""
     if classes <= limit:
         return
-    need = probe_memory_bytes(view_dims, offsets, classes, batch_size)
-    disk = FLOAT * PROBE_CHECKPOINT_COPIES * probe_parameters(view_dims, offsets, classes)
+    need = probe_memory_bytes(view_dims, heads, classes, batch_size)
+    disk = FLOAT * PROBE_CHECKPOINT_COPIES * probe_parameters(view_dims, heads, classes)
     raise ConfigError(
         f"data={data} has {classes} symbols, more than max_vocab={limit}: probing "
-        f"{len(view_dims)} views at {offsets} offsets would take about {need / 2**30:.1f} GiB "
-        f"of memory and {disk / 2**30:.1f} GiB per probe checkpoint. If the machine has that, "
-        f"raise the limit (max_vocab={classes}); or map rare symbols to fewer classes, or "
-        "probe fewer views (probe.views=[...], e.g. without logits) and offsets"
+        f"{len(view_dims)} views at {heads} heads (offsets x L2 strengths) would take about "
+        f"{need / 2**30:.1f} GiB of memory and {disk / 2**30:.1f} GiB per probe checkpoint. If "
+        f"the machine has that, raise the limit (max_vocab={classes}); or map rare symbols to fewer classes, or "
+        "probe fewer views (probe.views=[...], e.g. without logits), offsets or probe.l2 strengths"
     )
 
 
@@ -61,7 +61,7 @@ def check_disk_for_run(
     run_dir: Path,
     base_parameters: int | None,
     view_dims: Mapping[str, int],
-    offsets: int,
+    heads: int,
     classes: int,
     cache_positions: int,
     cache_itemsize: int,
@@ -69,7 +69,7 @@ def check_disk_for_run(
     """Refuse a run whose checkpoints (the base model's when it is trained here, one probe's)
     and state cache the disk cannot hold, before training anything."""
     base = FLOAT * BASE_CHECKPOINT_COPIES * (base_parameters or 0)
-    probe = FLOAT * PROBE_CHECKPOINT_COPIES * probe_parameters(view_dims, offsets, classes)
+    probe = FLOAT * PROBE_CHECKPOINT_COPIES * probe_parameters(view_dims, heads, classes)
     cache = cache_positions * sum(view_dims.values()) * cache_itemsize
     check_free_space(
         run_dir,
