@@ -51,9 +51,10 @@ def check_vocabulary(
     raise ConfigError(
         f"data={data} has {classes} symbols, more than max_vocab={limit}: probing "
         f"{len(view_dims)} views at {heads} heads (offsets x L2 strengths) would take about "
-        f"{need / 2**30:.1f} GiB of memory and {disk / 2**30:.1f} GiB per probe checkpoint. If "
-        f"the machine has that, raise the limit (max_vocab={classes}); or map rare symbols to fewer classes, or "
-        "probe fewer views (probe.views=[...], e.g. without logits), offsets or probe.l2 strengths"
+        f"{need / 2**30:.1f} GiB of memory and {disk / 2**30:.1f} GiB per probe checkpoint. "
+        f"If the machine has that, raise the limit (max_vocab={classes}); or map rare symbols "
+        "to fewer classes, or probe fewer views (probe.views=[...], e.g. without logits), "
+        "offsets or probe.l2 strengths"
     )
 
 
