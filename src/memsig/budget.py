@@ -22,8 +22,7 @@ BASE_CHECKPOINT_COPIES = 1 + 1 + 3 + 3
 
 
 def probe_parameters(view_dims: Mapping[str, int], heads: int, classes: int) -> int:
-    """Weights and biases of the linear probe: per view, one layer giving every head's logits
-    (a head per offset and L2 strength)."""
+    """Weights and biases of the linear heads (offsets x L2 strengths) of every view."""
     return sum((dim + 1) * heads * classes for dim in view_dims.values())
 
 
@@ -42,23 +41,21 @@ def check_vocabulary(
     limit: int,
     data: str,
     view_dims: Mapping[str, int],
-    offsets: int,
-    strengths: int,
+    heads: int,
     batch_size: int,
 ) -> None:
     """Refuse a vocabulary above `max_vocab`, with the memory its probes would need."""
     if classes <= limit:
         return
-    heads = offsets * strengths
     need = probe_memory_bytes(view_dims, heads, classes, batch_size)
     disk = FLOAT * PROBE_CHECKPOINT_COPIES * probe_parameters(view_dims, heads, classes)
     raise ConfigError(
         f"data={data} has {classes} symbols, more than max_vocab={limit}: probing "
-        f"{len(view_dims)} views at {offsets} offsets x {strengths} L2 strengths would take "
-        f"about {need / 2**30:.1f} GiB of memory and {disk / 2**30:.1f} GiB per probe "
-        f"checkpoint. If the machine has that, raise the limit (max_vocab={classes}); or map "
-        "rare symbols to fewer classes, or probe fewer views (probe.views=[...], e.g. without "
-        "logits), offsets or strengths (probe.l2=[...])"
+        f"{len(view_dims)} views at {heads} heads (offsets x L2 strengths) would take about "
+        f"{need / 2**30:.1f} GiB of memory and {disk / 2**30:.1f} GiB per probe checkpoint. "
+        f"If the machine has that, raise the limit (max_vocab={classes}); or map rare symbols "
+        "to fewer classes, or probe fewer views (probe.views=[...], e.g. without logits), "
+        "offsets or probe.l2 strengths"
     )
 
 

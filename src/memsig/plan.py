@@ -110,17 +110,16 @@ def prepare(cfg: DictConfig) -> Plan:
     check_objective(cfg.objective.metric, cfg.objective.view, list(views))
     check_orders(cfg.probe.reference_orders, len(corpus.vocab))
     classes = len(corpus.vocab)
-    strengths = len(cfg.probe.get("l2") or [0.0])  # linear and MLP probes: a head per strength
-    check_vocabulary(
-        classes, cfg.max_vocab, corpus.name, views, len(offsets), strengths, cfg.probe.batch_size
-    )
+    # a trained probe has one head per offset and L2 strength; ridge one per offset
+    heads = len(offsets) * (1 if cfg.probe.kind == "ridge" else len(cfg.probe.l2))
+    check_vocabulary(classes, cfg.max_vocab, corpus.name, views, heads, cfg.probe.batch_size)
     trains_base = cfg.stage != "signature" and not reuse
     probes = cfg.stage != "base"
     check_disk_for_run(
         run_dir,
         sum(p.numel() for p in net.parameters()) if trains_base else None,
         views if probes else {},
-        len(offsets) * strengths,
+        heads,
         classes,
         _cached_positions(corpus) if probes else 0,
         np.dtype(cfg.probe.extract.dtype).itemsize,

@@ -89,8 +89,8 @@ def signature_figure(signature: Signature, title: str | None = None) -> plt.Figu
     info_ax.set_ylim(bottom=min(0.0, info_ax.get_ylim()[0]))
     for ax in (acc_ax, info_ax):
         ax.grid(alpha=0.3)
-    info_ax.legend(fontsize=8, loc="upper right")
-    acc_ax.legend(fontsize=7, loc="lower left")
+    info_ax.legend(fontsize=8, loc="best")
+    acc_ax.legend(fontsize=7, loc="best")
     model, data = signature.model, signature.data
     fig.suptitle(title or f"memory signature: {model.get('name')} on {data.get('name')}")
     fig.tight_layout()
