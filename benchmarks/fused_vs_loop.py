@@ -45,9 +45,11 @@ def train_probe(cache: StateCache, tokens: np.ndarray, offsets: list[int], epoch
     data = functools.partial(PositionBatches, cache.views, tokens, offsets=np.asarray(offsets))
     fit, val = data(positions=positions[:cut]), data(positions=positions[cut:])
     trainer = quiet_trainer(epochs, accelerator="cpu")
-    probe.warm_start(position_loader(fit, 1024, shuffle=False))
+    probe.warm_start(position_loader(fit, 1024, shuffle=False, shard=False))
     trainer.fit(
-        probe, position_loader(fit, 1024, shuffle=True), position_loader(val, 1024, shuffle=False)
+        probe,
+        position_loader(fit, 1024, shuffle=True, shard=True),
+        position_loader(val, 1024, shuffle=False, shard=True),
     )
     return float(probe.best_val_xent.mean())
 

@@ -87,7 +87,7 @@ def main() -> None:
         )
         loaders = {
             name: utterance_loader(
-                train, corpus.sample_rate, args.batch, True, seed=0, by_length=by_length
+                train, corpus.sample_rate, args.batch, True, seed=0, by_length=by_length, shard=True
             )
             for name, by_length in VARIANTS.items()
         }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -101,6 +102,38 @@ def wandb_records(wandb_dir: Path) -> list[dict]:
         timeout=120,
     ).stdout
     return [json.loads(line) for line in printed.splitlines() if line.strip()]
+
+
+def offline_env(home: Path) -> dict:
+    """No W&B credentials: no API key, a HOME without ~/.netrc."""
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_API_KEY"}
+    env.update(HOME=str(home), WANDB_DATA_DIR=str(home / "wandb-data"))
+    return env
+
+
+def strict_json_errors(root: Path) -> list[str]:
+    """Every JSON file under `root` that a strict parser rejects, with the reason: a NaN,
+    Infinity or -Infinity token (which Python's json module writes and reads by default)."""
+
+    def refuse(token: str) -> None:
+        raise ValueError(f"non-standard token {token}")
+
+    errors = []
+    for path in sorted(Path(root).rglob("*.json")):
+        try:
+            json.loads(path.read_text(), parse_constant=refuse)
+        except (ValueError, UnicodeDecodeError) as err:
+            errors.append(f"{path}: {err}")
+    return errors
+
+
+@pytest.fixture(scope="session", autouse=True)
+def every_json_file_is_strict(tmp_path_factory):
+    """After the last test: no JSON file written by any test run (in pytest's temporary
+    directories, subprocess runs included) holds a NaN or Infinity token."""
+    yield
+    errors = strict_json_errors(tmp_path_factory.getbasetemp())
+    assert not errors, "JSON files strict parsers reject:\n" + "\n".join(errors)
 
 
 def run_command(args: list[str], env: dict | None = None, timeout: int = 600):

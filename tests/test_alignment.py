@@ -68,7 +68,7 @@ def test_offset_targets_of_aligned_frames():
     assert positions.tolist() == [2, 3]
     views = {"x": np.arange(9, dtype=np.float32)[:, None]}
     batches = PositionBatches(views, tokens, positions, np.array([0, 1, -1]), anchors)
-    features, got = batches[[0, 1]]
+    features, got, _ = batches[[0, 1]]
     assert features["x"][:, 0].tolist() == [2.0, 3.0]
     assert got.tolist() == [[1, 0, 2], [1, 0, 2]]
 

@@ -4,16 +4,25 @@ numerical blow-ups. Random and malformed inputs never crash with anything but a 
 from __future__ import annotations
 
 import contextlib
+import os
+import re
+import shutil
+import socket
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
+from conftest import compose_config, run_command
+from memsig.budget import probe_parameters
 from memsig.data.text import text_corpus
 from memsig.errors import ConfigError, MemsigError, NumericalError
 from memsig.pipeline import run
-from memsig.validate import CHECKS
+from memsig.probes.multi_offset import MultiOffsetProbe
+from memsig.tracking import unreachable, wandb_logger
+from memsig.validate import CHECKS, check_added_keys
 
 BAD_VALUES = [-1, 0, 1.5, "abc", None, True, -0.5, 10**9 * -1]
 SPLIT = {"train": 0.7, "val": 0.1, "probe_train": 0.1, "probe_test": 0.1}
@@ -143,4 +152,170 @@ def test_bad_probe_kind_settings_fail_before_work(tiny_config, overrides, words)
         run(cfg)
     for word in words:
         assert word in str(caught.value)
+    assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()
+
+
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("probe.offsets=abc", ["probe.offsets='abc'", "list of integers", "probe.offsets=[0,1"]),
+        ("probe.offsets=3", ["probe.offsets=3", "list of integers"]),
+        ("probe.views=[]", ["probe.views=[]", "non-empty list", "probe.views=null"]),
+        ("probe.views=layer1.h", ["probe.views='layer1.h'", "probe.views=[layer1.h]"]),
+    ],
+)
+def test_offsets_and_views_of_the_wrong_shape_fail_before_work(tiny_config, override, words):
+    cfg = tiny_config(override)
+    with pytest.raises(ConfigError) as caught:
+        run(cfg)
+    for word in words:
+        assert word in str(caught.value)
+    assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()
+
+
+def test_an_added_key_that_nothing_reads_names_the_closest_key(tmp_path):
+    reference = compose_config(tmp_path)
+    with pytest.raises(ConfigError) as caught:
+        check_added_keys(["threads=1", "+model.hiden=64"], reference)
+    message = str(caught.value)
+    assert message.startswith("+model.hiden=64: model has no key 'hiden'")
+    assert "Did you mean model.hidden?" in message and "drop the +" in message
+    with pytest.raises(ConfigError, match="Did you mean seed"):
+        check_added_keys(["+sead=1"], reference)
+    with pytest.raises(ConfigError, match="model.net has no key 'bidirectional'"):
+        check_added_keys(["+model.net.bidirectional=true"], reference)
+    # keys that exist, arguments of the node's _target_ (or of Lightning's Trainer), groups
+    check_added_keys(
+        [
+            "++model.hidden=16",
+            "+model.optimizer.betas=[0.9,0.99]",
+            "+trainer.profiler=simple",
+            "++data.name=x",
+            "+experiment=asr_layers",
+            "+hydra.job.env_set.X=1",
+        ],
+        reference,
+    )
+
+
+def test_an_added_key_typo_is_refused_on_the_command_line(tmp_path):
+    done = run_command(["+model.hiden=64", "logger=none", f"hydra.run.dir={tmp_path}"])
+    assert done.returncode == 2
+    assert "memsig: error: +model.hiden=64" in done.stderr and "model.hidden" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_a_vocabulary_beyond_the_limit_is_refused_with_an_estimate(tiny_config, tmp_path):
+    path = tmp_path / "many_symbols.txt"
+    rng = np.random.default_rng(0)
+    symbols = [chr(0x4E00 + i) for i in range(5000)]
+    path.write_text("".join(symbols) * 4 + "".join(rng.choice(symbols, 20000)), encoding="utf-8")
+    cfg = tiny_config("data=text", f"data.path={path}")
+    start = time.monotonic()
+    with pytest.raises(ConfigError) as caught:
+        run(cfg)
+    assert time.monotonic() - start < 60
+    message = str(caught.value)
+    classes = int(re.search(r"has (\d+) symbols", message).group(1))
+    assert classes >= 5000
+    assert "more than max_vocab=1000" in message and f"(max_vocab={classes})" in message
+    assert re.search(r"about [\d.]+ GiB of memory", message)
+    assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()
+
+
+def test_the_probe_size_estimate_counts_the_real_heads():
+    view_dims, offsets, classes = {"layer1.h": 7, "logits": 11}, 3, 11
+    heads = MultiOffsetProbe(
+        view_dims,
+        offsets,
+        classes,
+        torch.optim.Adam,
+        {v: np.zeros(d) for v, d in view_dims.items()},
+        {v: np.eye(d) for v, d in view_dims.items()},
+    ).heads
+    assert probe_parameters(view_dims, offsets, classes) == sum(
+        p.numel() for p in heads.parameters()
+    )
+
+
+def test_an_unreachable_wandb_server_never_waits(monkeypatch, tmp_path, caplog):
+    monkeypatch.setenv("WANDB_API_KEY", "0" * 40)  # a key, but no server to take it
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    start = time.monotonic()
+    with caplog.at_level("WARNING", logger="memsig.tracking"):
+        logger = wandb_logger("memsig", str(tmp_path))  # online only implied by the key
+    assert logger._offline and "logs offline" in caplog.text and "wandb sync" in caplog.text
+    with pytest.raises(ConfigError) as caught:
+        wandb_logger("memsig", str(tmp_path), offline=False)  # online asked for
+    assert "cannot be reached" in str(caught.value) and "logger.wandb.offline=true" in str(
+        caught.value
+    )
+    assert time.monotonic() - start < 10
+
+
+def test_a_server_that_never_answers_is_given_up_on_in_time(monkeypatch):
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: time.sleep(30))
+    start = time.monotonic()
+    assert unreachable("https://api.wandb.ai", timeout=0.5) == "no answer within 0.5 s"
+    assert time.monotonic() - start < 2
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        monkeypatch.undo()
+        assert unreachable(f"http://127.0.0.1:{server.getsockname()[1]}", timeout=5) is None
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]  # free once closed: connecting is refused
+
+
+@pytest.fixture
+def unwritable_dir(tmp_path) -> Path:
+    """A directory this process cannot create files in (root ignores permission bits: for
+    root, a path on sysfs, where nothing can be created)."""
+    if os.geteuid() == 0:
+        return Path("/sys/memsig-run")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    return locked / "run"
+
+
+def test_a_run_dir_that_cannot_be_written_is_one_line(unwritable_dir):
+    done = run_command(["logger=none", f"hydra.run.dir={unwritable_dir}"])
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"memsig: error: hydra.run.dir={unwritable_dir} cannot be written "
+        f"({os.strerror(_errno_of(unwritable_dir))}): choose a writable directory "
+        "(e.g. hydra.run.dir=$HOME/memsig-runs/NAME) or fix its permissions"
+    ]
+
+
+def _errno_of(directory: Path) -> int:
+    try:
+        directory.mkdir(parents=True)
+    except OSError as err:
+        return err.errno
+    raise AssertionError(f"{directory} could be created")
+
+
+def test_a_run_dir_that_cannot_be_written_is_refused_from_python(tiny_config, unwritable_dir):
+    cfg = tiny_config(f"paths.output_dir={unwritable_dir}")
+    with pytest.raises(ConfigError, match="paths.output_dir=.* cannot be written"):
+        run(cfg)
+
+
+def test_too_little_disk_for_the_checkpoints_is_refused_before_training(tiny_config, monkeypatch):
+    cfg = tiny_config()
+    free = 2 * 2**20  # 2 MiB: less than the base model's and the probe's checkpoints
+    usage = shutil.disk_usage(Path(cfg.paths.output_dir).parent)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=free))
+    with pytest.raises(MemsigError) as caught:
+        run(cfg)
+    message = str(caught.value)
+    assert re.search(r"this run \(checkpoints [\d.]+ GiB, state cache [\d.]+ GiB\)", message)
+    assert "0.00 GiB is free" in message and "hydra.run.dir=PATH" in message
     assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()

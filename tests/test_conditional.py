@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -11,8 +9,8 @@ from conftest import compose_config
 from memsig.pipeline import run
 from memsig.probes.conditional import ConditionedBatches, Conditioning, context_onehot
 from memsig.probes.loader import PositionBatches, position_loader
+from memsig.probes.moments import fit_moments
 from memsig.signature import Signature
-from memsig.state_cache import StateCache
 
 
 def test_context_onehot_matches_a_loop():
@@ -38,20 +36,20 @@ def test_derived_views_and_their_moments():
     assert conditioning.probe_dims == {"h": 3, "last2": 8, "h+last2": 11}
     data = conditioning.batches(base)
     assert isinstance(data, ConditionedBatches)
-    features, targets = data[[7, 3, 100]]
+    features, targets, rows = data[[7, 3, 100]]
+    assert rows.tolist() == [3, 7, 100]  # each row's index travels with it, by position
     pos = np.sort(positions[[7, 3, 100]])
     np.testing.assert_array_equal(features["h+last2"][:, :3], states["h"][pos])
     np.testing.assert_array_equal(features["last2"], context_onehot(tokens, pos, 2, 4))
     np.testing.assert_array_equal(features["h+last2"][:, 3:], features["last2"])
-    mean = {"h": states["h"][positions].mean(0)}
-    cov = {"h": np.cov(states["h"][positions].T, bias=True)}
-    cache = StateCache(Path("unused"), states, mean, cov)
-    moments = conditioning.moments(data, cache, batch_size=64)
-    got_mean, got_cov = moments.mean, moments.cov
+    got_mean, got_cov = fit_moments(data, conditioning.probe_dims, batch_size=64)
+    np.testing.assert_allclose(got_cov["h"], np.cov(states["h"][positions].T, bias=True), atol=1e-6)
     joined = np.concatenate([states["h"][positions], context_onehot(tokens, positions, 2, 4)], 1)
     np.testing.assert_allclose(got_mean["h+last2"], joined.mean(0), atol=1e-6)
     np.testing.assert_allclose(got_cov["h+last2"], np.cov(joined.T, bias=True), atol=1e-6)
-    assert len(list(position_loader(data, 64, shuffle=False))) == -(-len(positions) // 64)
+    assert len(list(position_loader(data, 64, shuffle=False, shard=False))) == -(
+        -len(positions) // 64
+    )
 
 
 def _beyond(signature: Signature, view: str) -> np.ndarray:

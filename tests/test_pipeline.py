@@ -41,7 +41,12 @@ def test_signature_json_follows_the_schema(markov_run):
     for key in ("majority_accuracy", "prior_entropy_bits"):
         assert len(raw["baseline"][key]) == 7
     assert list(raw["views"]) == ["layer1.h", "layer1.c", "logits"]
+    assert set(raw["baseline"]) == {"majority_accuracy", "prior_entropy_bits"}
+    assert set(raw["health"]) == {"ok", "noise", "below_prior", "below_majority", "too_little_data"}
+    for key in ("l2", "prior_heads"):  # per view, one entry per offset
+        assert {v: len(x) for v, x in raw["probe"][key].items()} == dict.fromkeys(raw["views"], 7)
     for view, scores in raw["views"].items():
+        assert set(scores) == {"dim", "accuracy", "xent_bits", "info_bits", "capacity"}
         assert scores["dim"] == (6 if view == "logits" else 48)
         for key in ("accuracy", "xent_bits", "info_bits"):
             assert len(scores[key]) == 7
@@ -71,6 +76,8 @@ def test_outputs_land_in_the_run_dir(markov_run):
     assert (out / "signature.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with open(out / "signature.csv") as handle:
         rows = list(csv.DictReader(handle))
+    baselines = [r for r in rows if r["view"] == "baseline"]
+    assert len(baselines) == 2 * 7  # majority accuracy and prior entropy per offset
     core = [r for r in rows if r["metric"] in ("accuracy", "xent_bits", "info_bits")]
     assert len(core) == 3 * 3 * 7  # views x metrics x offsets
     intervals = [r for r in rows if r["metric"].startswith("intervals.") and r["offset"]]
@@ -222,7 +229,7 @@ def test_a_run_dir_holding_another_model_is_not_overwritten(markov_run):
     cfg, out, _ = markov_run
     stamp = (out / "checkpoints" / "base.ckpt").stat().st_mtime_ns
     other = compose_config(out, ["model.hidden=32"])
-    with pytest.raises(ConfigError, match="another config"):
+    with pytest.raises(ConfigError, match=r"made from other inputs \(model.hidden: "):
         run(other)
     assert (out / "checkpoints" / "base.ckpt").stat().st_mtime_ns == stamp
 

@@ -46,7 +46,10 @@ def test_ridge_matches_a_direct_least_squares_solve():
     data = functools.partial(PositionBatches, {"x": x}, tokens, offsets=np.asarray(offsets))
     fit, val = data(positions=fit_pos), data(positions=val_pos)
     probe = RidgeProbe({"x": 6}, len(offsets), vocab, mean, cov, strengths)
-    probe.fit(position_loader(fit, 256, shuffle=False), position_loader(val, 128, shuffle=False))
+    probe.fit(
+        position_loader(fit, 256, shuffle=False, shard=False),
+        position_loader(val, 128, shuffle=False, shard=False),
+    )
 
     standard = (x.astype(np.float64) - mean["x"]) / np.sqrt(np.diag(cov["x"]))
     x_fit, x_val = torch.as_tensor(standard[fit_pos]), torch.as_tensor(standard[val_pos])
@@ -84,10 +87,10 @@ def test_ridge_temperature_is_the_validation_likelihood_optimum():
     val = data(positions=positions[1500:])
     probe = RidgeProbe({"x": 6}, len(offsets), vocab, mean, cov, [1e-2])
     probe.fit(
-        position_loader(data(positions=positions[:1400]), 512, shuffle=False),
-        position_loader(val, 512, shuffle=False),
+        position_loader(data(positions=positions[:1400]), 512, shuffle=False, shard=False),
+        position_loader(val, 512, shuffle=False, shard=False),
     )
-    features, targets = val[list(range(len(val)))]
+    features, targets, _ = val[list(range(len(val)))]
     logits = probe.logits(features)[0].double()  # already divided by the temperature
 
     def val_xent(scale: float) -> torch.Tensor:
@@ -113,9 +116,13 @@ def test_fused_mlps_equal_separate_mlps():
 
 def train(probe: FusedProbe, fit: PositionBatches, test: PositionBatches, epochs: int) -> dict:
     trainer = quiet_trainer(epochs)
-    probe.warm_start(position_loader(fit, 256, shuffle=False))
-    trainer.fit(probe, position_loader(fit, 256, shuffle=True), position_loader(fit, 1024, False))
-    trainer.test(probe, position_loader(test, 1024, shuffle=False), verbose=False)
+    probe.warm_start(position_loader(fit, 256, shuffle=False, shard=False))
+    trainer.fit(
+        probe,
+        position_loader(fit, 256, shuffle=True, shard=True),
+        position_loader(fit, 1024, False, shard=True),
+    )
+    trainer.test(probe, position_loader(test, 1024, shuffle=False, shard=True), verbose=False)
     return probe.test_results
 
 

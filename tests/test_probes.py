@@ -173,8 +173,8 @@ def fit_probe(cache, tokens, positions, offsets, epochs, seed=0):
     L.seed_everything(seed, verbose=False)
     trainer.fit(
         probe,
-        position_loader(data, 256, shuffle=True, seed=seed),
-        position_loader(data, 1024, shuffle=False),
+        position_loader(data, 256, shuffle=True, shard=True, seed=seed),
+        position_loader(data, 1024, shuffle=False, shard=True),
     )
     return probe
 
@@ -199,7 +199,9 @@ def test_linear_probe_agrees_with_scikit_learn(net, tmp_path):
     probe = fit_probe(caches["probe_train"], train_tokens, train_pos, offsets, epochs=25)
     probe.use_best_weights()
     test = PositionBatches(caches["probe_test"].views, test_tokens, test_pos, np.asarray(offsets))
-    quiet_trainer(1).test(probe, position_loader(test, 1024, shuffle=False), verbose=False)
+    quiet_trainer(1).test(
+        probe, position_loader(test, 1024, shuffle=False, shard=True), verbose=False
+    )
     ours = probe.test_results["accuracy"][0].numpy()
 
     x_train = caches["probe_train"].views["layer2.h"][train_pos]
@@ -291,8 +293,8 @@ def test_epoch_batches_depend_only_on_seed_and_epoch():
     from memsig.data.batches import EpochBatches
 
     first, again = (
-        EpochBatches(10, 3, shuffle=True, seed=1),
-        EpochBatches(10, 3, shuffle=True, seed=1),
+        EpochBatches(10, 3, shuffle=True, seed=1, shard=True),
+        EpochBatches(10, 3, shuffle=True, seed=1, shard=True),
     )
     first.set_epoch(4)
     again.set_epoch(4)
@@ -302,4 +304,4 @@ def test_epoch_batches_depend_only_on_seed_and_epoch():
     assert [len(b) for b in batches] == [3, 3, 3, 1] and len(first) == 4
     again.set_epoch(5)
     assert list(again) != batches
-    assert list(EpochBatches(5, 2, shuffle=False)) == [[0, 1], [2, 3], [4]]
+    assert list(EpochBatches(5, 2, shuffle=False, shard=True)) == [[0, 1], [2, 3], [4]]

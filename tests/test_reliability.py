@@ -111,7 +111,7 @@ def test_selectivity_is_near_zero_on_random_features(tiny_config, tmp_path):
         )
     )
     views = {"noise": 16}
-    setup = ProbeSetup(cfg, tmp_path, views, 5, caches["train"], torch.device("cpu"))
+    setup = ProbeSetup(cfg, tmp_path, views, 5, torch.device("cpu"))
     real = fit_and_test(setup, (fit, val, test), ["real"])
     labels = control_labels(targets_of(fit), 5, seed=0)
     sets = tuple(relabelled(d, labels) for d in (fit, val, test))

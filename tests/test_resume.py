@@ -81,5 +81,6 @@ def test_a_truncated_last_checkpoint_is_not_trusted(tmp_path):
     checkpoints = tmp_path / "checkpoints"
     checkpoints.mkdir()
     (checkpoints / "last.ckpt").write_bytes(b"PK\x03\x04 cut short")
-    assert resume_point(checkpoints, resume=True) is None
-    assert not checkpoints.exists()
+    (checkpoints / "inputs.json").write_text('{"seed": 0}')
+    assert resume_point(checkpoints, resume=True, inputs={"seed": 0}) is None
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["inputs.json"]

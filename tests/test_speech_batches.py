@@ -45,7 +45,9 @@ def net(corpus) -> CTCEncoder:
 
 def test_length_batches_hold_every_item_once_and_change_with_the_epoch():
     lengths = wide_lengths(1000)
-    sampler, again = (EpochBatches(1000, 16, True, seed=3, lengths=lengths) for _ in range(2))
+    sampler, again = (
+        EpochBatches(1000, 16, True, seed=3, shard=True, lengths=lengths) for _ in range(2)
+    )
     epochs = []
     for epoch in range(3):
         sampler.set_epoch(epoch)
@@ -56,7 +58,7 @@ def test_length_batches_hold_every_item_once_and_change_with_the_epoch():
         assert len(batches) == len(sampler) == 63
         epochs.append(batches)
     assert epochs[0] != epochs[1] != epochs[2]
-    other = EpochBatches(1000, 16, True, seed=4, lengths=lengths)
+    other = EpochBatches(1000, 16, True, seed=4, shard=True, lengths=lengths)
     assert list(other) != epochs[0]
     # the batch order is shuffled, not longest first
     longest = [int(lengths[b].max()) for b in epochs[0]]
@@ -65,9 +67,9 @@ def test_length_batches_hold_every_item_once_and_change_with_the_epoch():
 
 def test_length_batches_waste_far_less_padding_than_random_batches():
     lengths = wide_lengths(2000, seed=1)
-    random = EpochBatches(2000, 16, True, seed=0)
-    by_length = EpochBatches(2000, 16, True, seed=0, lengths=lengths)
-    sorted_ = EpochBatches(2000, 16, False, lengths=lengths)
+    random = EpochBatches(2000, 16, True, seed=0, shard=True)
+    by_length = EpochBatches(2000, 16, True, seed=0, shard=True, lengths=lengths)
+    sorted_ = EpochBatches(2000, 16, False, shard=True, lengths=lengths)
     wasted = {
         name: padding_fraction(sampler, lengths)
         for name, sampler in (("random", random), ("by_length", by_length), ("sorted", sorted_))
@@ -80,7 +82,9 @@ def test_length_batches_waste_far_less_padding_than_random_batches():
 
 def test_utterance_loader_reads_every_utterance_once_per_epoch(corpus):
     utterances = corpus.parts["train"]
-    loader = utterance_loader(utterances, corpus.sample_rate, 4, True, seed=1, by_length=True)
+    loader = utterance_loader(
+        utterances, corpus.sample_rate, 4, True, seed=1, by_length=True, shard=True
+    )
     read = []
     for epoch in range(2):
         loader.sampler.set_epoch(epoch)  # as Lightning does at the start of every epoch
@@ -96,7 +100,7 @@ def test_utterance_loader_reads_every_utterance_once_per_epoch(corpus):
 def test_extraction_by_length_keeps_each_utterance_in_its_place(corpus, net, tmp_path):
     utterances = corpus.parts["probe_train"]
     assert len({u.num_samples for u in utterances}) == len(utterances)
-    loader = utterance_loader(utterances, corpus.sample_rate, 3, False)
+    loader = utterance_loader(utterances, corpus.sample_rate, 3, False, shard=False)
     assert [i for b in loader.sampler for i in b] != list(range(len(utterances)))
     views = dict(net.view_dims)
     identity = {"checkpoint_sha256": "x", "data": "y", "views": views, "part": "p"}
@@ -130,7 +134,8 @@ def test_frame_cache_of_some_views_skips_the_cell_states_not_asked_for(corpus, n
     for view in ("layer2.c", "logits"):
         np.testing.assert_array_equal(caches["some"][0].views[view], caches["all"][0].views[view])
     np.testing.assert_array_equal(caches["some"][1].anchors, caches["all"][1].anchors)
-    wave, length = utterance_loader(utterances, corpus.sample_rate, 3, False).dataset[[0]][:2]
+    loader = utterance_loader(utterances, corpus.sample_rate, 3, False, shard=False)
+    wave, length = loader.dataset[[0]][:2]
     with torch.no_grad():
         out, _ = net.views(wave, length, only={"layer2.c"})
     assert "layer2.c" in out and "layer1.c" not in out and "layer1.h" in out

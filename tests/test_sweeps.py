@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import statistics
 import sys
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 import yaml
 from scipy import stats
 
-from conftest import TINY, TINY_MARKOV, run_command, wandb_records
+from conftest import TINY, TINY_MARKOV, offline_env, run_command, wandb_records
 from memsig.cli import main
 from memsig.cluster import check_layout, check_local_ddp_in_sweep
 from memsig.errors import ConfigError
@@ -32,13 +31,6 @@ QUICK = [
     "probe.max_epochs=2",
     "data.num_chars=20000",
 ]
-
-
-def offline_env(home: Path) -> dict:
-    """No W&B credentials: no API key, a HOME without ~/.netrc."""
-    env = {k: v for k, v in os.environ.items() if k != "WANDB_API_KEY"}
-    env.update(HOME=str(home), WANDB_DATA_DIR=str(home / "wandb-data"))
-    return env
 
 
 @pytest.fixture(scope="module")

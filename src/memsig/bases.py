@@ -110,12 +110,14 @@ def table_rows(signature: Signature) -> list[tuple]:
     return rows
 
 
-def write_basis_report(signature: Signature, run_dir: Path, loggers: list) -> None:
-    """bases.csv and bases.png in the run dir, sent to the loggers; nothing without bases."""
+def write_basis_report(signature: Signature, run_dir: Path, loggers: list) -> list[Path]:
+    """bases.csv and bases.png in the run dir, sent to the loggers; nothing without bases.
+    Returns the files written."""
     if KEY not in signature.extra:
-        return
+        return []
     rows = table_rows(signature)
-    write_csv_atomic(Path(run_dir) / "bases.csv", TABLE_COLUMNS, rows)
+    table = Path(run_dir) / "bases.csv"
+    write_csv_atomic(table, TABLE_COLUMNS, rows)
     figure = save_figure(bases_figure(signature), Path(run_dir) / "bases.png")
     scalars = {
         f"bases/{layer}/{family}/max_divergence": record["max"]
@@ -123,3 +125,4 @@ def write_basis_report(signature: Signature, run_dir: Path, loggers: list) -> No
         for family, record in families.items()
     }
     log_report(loggers, "bases", scalars, TABLE_COLUMNS, rows, figure)
+    return [table, figure]

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import argparse
 import html
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from memsig.atomic import write_csv_atomic, write_text_atomic
+from memsig.atomic import json_text, write_csv_atomic, write_text_atomic
 from memsig.chars import CLASSES, load_chars
 from memsig.errors import MemsigError
 from memsig.plots import chars_figure, save_figure
@@ -134,7 +133,7 @@ def page(a: RunChars, b: RunChars, record: dict) -> str:
                 f"<tr><td>{html.escape(name)}</td><td>{html.escape(side.label)}</td>"
                 f"<td>{int(counts[0])}</td>{cells}</tr>"
             )
-    data = json.dumps({"a": a.recall.tolist(), "b": b.recall.tolist()})
+    data = json_text({"a": a.recall.tolist(), "b": b.recall.tolist()}, indent=None)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>memsig: characters kept</title>
 <style>

@@ -76,10 +76,8 @@ def character_record(
     recall = np.zeros((len(views), len(offsets), stop - start), dtype=np.float32)
     near = (test.positions >= start + offsets.min()) & (test.positions < stop + offsets.max())
     window = test.replaced(positions=test.positions[near])
-    seen = 0
-    for features, targets in position_loader(window, batch_size, shuffle=False, shard=False):
-        positions = window.positions[seen : seen + len(targets)]  # sorted, in loader order
-        seen += len(targets)
+    for features, targets, rows in position_loader(window, batch_size, shuffle=False, shard=False):
+        positions = window.positions[rows.numpy()]
         features = {v: x.to(device) for v, x in features.items()}
         logp = torch.stack(probe.logits(features)).log_softmax(-1).cpu()  # [views, b, K, V]
         p_true = logp.gather(-1, targets[None, ..., None].expand(len(views), -1, -1, 1)).exp()

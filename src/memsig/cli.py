@@ -18,7 +18,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from memsig.config import CONFIG_DIR, in_sweep
-from memsig.errors import MemsigError
+from memsig.errors import MemsigError, exit_with
 from memsig.objective import objective
 
 log = logging.getLogger("memsig")
@@ -46,8 +46,7 @@ def main() -> float | None:
 
 def _fail(err: MemsigError) -> NoReturn:
     log.error("%s", err)
-    print(f"memsig: error: {err}", file=sys.stderr)
-    raise SystemExit(2) from None
+    exit_with(err)
 
 
 def _stop_on_sigterm(signum: int, frame: object) -> NoReturn:

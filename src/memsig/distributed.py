@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TypeVar
 
+import torch
 import torch.distributed as dist
+from lightning.fabric import Fabric
 from lightning.pytorch.utilities import rank_zero_only
 
 from memsig.errors import MemsigError
@@ -30,6 +32,35 @@ def shard() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def start_processes(trainer: Mapping) -> None:
+    """Start the DDP processes the `trainer` config asks for and join their process group, at
+    the start of a run rather than at the first Lightning fit: every stage then splits its
+    passes across the ranks, closed-form ones (ridge probes, moments) included. A no-op for
+    one process, and in ranks Lightning or a cluster scheduler already started."""
+    if shard()[1] > 1:
+        return
+    fabric = Fabric(
+        accelerator=trainer.get("accelerator", "auto"),
+        strategy=trainer.get("strategy", "auto"),
+        devices=trainer.get("devices", "auto"),
+        num_nodes=trainer.get("num_nodes", 1),
+    )
+    if fabric.world_size > 1:
+        fabric.launch()
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum `tensor` over the ranks in place (and return it): the total of sums each rank took
+    over its share of a pass. Unchanged outside a process group."""
+    if shard()[1] == 1:
+        return tensor
+    if dist.get_backend() == "nccl" and not tensor.is_cuda:  # NCCL reduces GPU tensors only
+        tensor.copy_(all_reduce_sum(tensor.cuda()))
+    else:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
 
 
 def barrier() -> None:

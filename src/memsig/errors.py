@@ -1,5 +1,8 @@
 """Errors that carry a message for the user: what is wrong and how to fix it."""
 
+import sys
+from typing import NoReturn
+
 
 class MemsigError(Exception):
     """A problem with the user's input (config, files, checkpoints), shown without a traceback."""
@@ -11,6 +14,12 @@ class ConfigError(MemsigError):
 
 class NumericalError(MemsigError):
     """A loss or a state that became NaN or infinite."""
+
+
+def exit_with(err: MemsigError) -> NoReturn:
+    """End the command with the error's one line on stderr and status 2, no traceback."""
+    print(f"memsig: error: {err}", file=sys.stderr)
+    raise SystemExit(2) from None
 
 
 BASE_MODEL_FIX = (

@@ -20,10 +20,19 @@ from memsig.data.speech import Utterance
 from memsig.data.utterances import utterance_loader
 from memsig.models.ctc_encoder import CTCEncoder
 from memsig.probes.alignment import FrameTargets, current_graphemes, min_frames
+from memsig.progress import LoopProgress
 from memsig.state_cache import CacheWriter, StateCache, open_cache
 
 log = logging.getLogger(__name__)
 TARGETS = "targets.npz"
+
+
+def open_frame_cache(directory: Path, identity: Mapping) -> tuple[StateCache, FrameTargets] | None:
+    """The frame cache in `directory` and its targets if complete for `identity`, else None."""
+    cached = open_cache(directory, identity)
+    if cached is None or not (directory / TARGETS).is_file():
+        return None
+    return cached, FrameTargets.load(directory / TARGETS)
 
 
 @torch.no_grad()
@@ -38,9 +47,9 @@ def build_frame_cache(
     device: torch.device | str = "cpu",
 ) -> tuple[StateCache, FrameTargets]:
     """Views of `identity["views"]` for every frame, and the frames' grapheme targets."""
-    cached = open_cache(directory, identity)
-    if cached is not None and (directory / TARGETS).is_file():
-        return cached, FrameTargets.load(directory / TARGETS)
+    cached = open_frame_cache(directory, identity)
+    if cached is not None:
+        return cached
     frames = net.frame_lengths(torch.tensor([u.num_samples for u in utterances])).numpy()
     frame_start = np.concatenate([[0], np.cumsum(frames)])
     token_start = np.concatenate([[0], np.cumsum([len(u.tokens) for u in utterances])])
@@ -49,7 +58,9 @@ def build_frame_cache(
     last = np.repeat(token_start[1:] - 1, frames)
     writer = CacheWriter(directory, identity["views"], len(anchors), dtype)
     unaligned = 0
-    loader = utterance_loader(utterances, sample_rate, batch, shuffle=False)
+    loader = utterance_loader(utterances, sample_rate, batch, shuffle=False, shard=False)
+    progress = LoopProgress(f"extraction {directory.name}", len(utterances), "utterances")
+    done = 0
     # an unshuffled sampler yields the same batches on every pass: the loader's batch b holds
     # the utterances of the sampler's batch b
     for index, (waves, lengths, _, _) in zip(loader.sampler, loader, strict=True):
@@ -67,6 +78,8 @@ def build_frame_cache(
             local = current_graphemes(views["logits"][b, : expected[b]], tokens, net.blank)
             span = slice(frame_start[u], frame_start[u + 1])
             anchors[span] = np.where(local >= 0, token_start[u] + local, -1)
+        done += len(index)
+        progress.update(done)
     if unaligned:
         log.warning(
             "%d of %d utterances have fewer frames than graphemes and are left out of probing",

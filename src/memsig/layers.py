@@ -37,11 +37,12 @@ def write_layer_report(signature: Signature, run_dir: Path, loggers: list) -> li
         for v in views
         for i, k in enumerate(signature.offsets)
     ]
-    write_csv_atomic(Path(run_dir) / "layers.csv", TABLE_COLUMNS, rows)
+    table = Path(run_dir) / "layers.csv"
+    write_csv_atomic(table, TABLE_COLUMNS, rows)
     heatmap = save_figure(layer_heatmap_figure(signature, views), Path(run_dir) / "layers.png")
     hidden = [v for v in views if v.endswith(".h")]
     curves = save_figure(layer_curves_figure(signature, hidden), Path(run_dir) / "layer_curves.png")
     scalars = {f"layers/{v}/capacity": signature.views[v].capacity for v in views}
     log_report(loggers, "layers", scalars, TABLE_COLUMNS, rows, heatmap)
     log_report(loggers, "layer_curves", {}, TABLE_COLUMNS, [], curves)
-    return [heatmap, curves]
+    return [table, heatmap, curves]

@@ -2,30 +2,50 @@
 
 from __future__ import annotations
 
+import logging
+from contextlib import nullcontext
+from pathlib import Path
+
 import lightning as L
 import torch
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
+from memsig import progress
 from memsig.atomic import write_text_atomic
-from memsig.distributed import is_rank_zero
+from memsig.distributed import is_rank_zero, start_processes
 from memsig.plan import prepare
+from memsig.run_lock import run_dir_lock
 from memsig.signature import Signature
 from memsig.stages.base import train_base
 from memsig.stages.signature import signature_stage
+from memsig.threads import torch_threads
 from memsig.tracking import build_loggers
+
+log = logging.getLogger("memsig")
 
 
 def run(cfg: DictConfig) -> Signature | None:
-    """Run the configured stages; returns the signature when one was computed."""
+    """Run the configured stages; returns the signature when one was computed. One run at a
+    time holds the run dir (rank 0 takes its lock for every rank)."""
+    run_dir = Path(cfg.paths.output_dir)
+    with run_dir_lock(run_dir) if is_rank_zero() else nullcontext():
+        return _run_stages(cfg)
+
+
+def _run_stages(cfg: DictConfig) -> Signature | None:
     plan = prepare(cfg)
+    start_processes(cfg.trainer)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     if is_rank_zero():
         write_text_atomic(plan.run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     loggers = build_loggers(cfg.get("logger"), OmegaConf.to_container(cfg, resolve=True))
     status = "failed"
     threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.get("threads") or threads)
+    chosen, why = torch_threads(cfg.get("threads"), cfg.trainer)
+    torch.set_num_threads(chosen)
+    log.info("torch CPU threads: %d (%s)", chosen, why)
+    progress.configure(cfg.progress_every)
     try:
         if plan.stage in ("all", "base") and not plan.reuse_ckpt:
             train_base(cfg, plan, loggers)

@@ -20,7 +20,8 @@ LINE = 80  # characters per line in a character-level figure
 
 def signature_figure(signature: Signature, title: str | None = None) -> plt.Figure:
     """Two panels, one line per view: accuracy (majority baseline dashed) and information
-    (prior entropy dashed: the most a view could recover). With the optional records, each
+    (prior entropy dashed: the maximum, all a view could recover; a probe that reads nothing
+    scores zero, not this line). Both panels have legends. With the optional records, each
     view's bootstrap interval is a band, its control-task accuracy a dotted line, its
     untrained twin a dash-dotted line, in the view's colour, and with `probe.condition_on` the
     memory beyond the inputs still in view dotted."""
@@ -72,8 +73,16 @@ def signature_figure(signature: Signature, title: str | None = None) -> plt.Figu
         xs, [baseline["majority_accuracy"][i] for i in order], "k--", lw=1, label="majority"
     )
     info_ax.plot(
-        xs, [baseline["prior_entropy_bits"][i] for i in order], "k--", lw=1, label="prior entropy"
+        xs,
+        [baseline["prior_entropy_bits"][i] for i in order],
+        "k--",
+        lw=1,
+        label="prior entropy (the maximum)",
     )
+    if bands:  # one legend entry for every view's band
+        level = round(100 * extra["intervals"]["level"])
+        for ax in (acc_ax, info_ax):
+            ax.fill_between([], [], [], color="grey", alpha=0.2, label=f"{level}% interval")
     xlabel = f"offset k ({signature.data.get('unit', 'step')}s back; < 0 ahead)"
     acc_ax.set(xlabel=xlabel, ylabel="probe accuracy", ylim=(0, 1.02))
     info_ax.set(xlabel=xlabel, ylabel="information (bits)")
@@ -81,8 +90,7 @@ def signature_figure(signature: Signature, title: str | None = None) -> plt.Figu
     for ax in (acc_ax, info_ax):
         ax.grid(alpha=0.3)
     info_ax.legend(fontsize=8, loc="upper right")
-    if control:
-        acc_ax.legend(fontsize=7, loc="lower left")
+    acc_ax.legend(fontsize=7, loc="lower left")
     model, data = signature.model, signature.data
     fig.suptitle(title or f"memory signature: {model.get('name')} on {data.get('name')}")
     fig.tight_layout()

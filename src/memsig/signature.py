@@ -6,6 +6,10 @@ Keys beyond the schema's core (all optional, each written only when its option i
   below half its k = 0 value; null if it never does within the offsets, or without k = 0) and
   `last_significant_offset` (the largest k >= 0 whose information interval lies above zero;
   null without intervals or when none does).
+- `health` (always): where the numbers are probe artefacts rather than memory (health.py):
+  `ok`, `noise` (how noise was judged), `below_prior` (view x offset whose information lies
+  below zero beyond noise), `below_majority` (accuracy below the majority baseline beyond
+  noise) and `too_little_data` (views whose heads have more weights than fit positions).
 - `intervals` (`probe.bootstrap.resamples` > 0): bootstrap over probe-test documents;
   `level`, `resamples`, `documents`, `block_chars`, and per view the per-offset lists
   `accuracy_lo/hi`, `info_bits_lo/hi` (`selectivity_lo/hi` with control tasks) and the pairs
@@ -33,9 +37,11 @@ import numpy as np
 
 from memsig.atomic import write_csv_atomic, write_json_atomic
 from memsig.errors import MemsigError
+from memsig.faults import fault_point
 
 SCHEMA = "memsig/signature@1"
 PER_OFFSET_METRICS = ("accuracy", "xent_bits", "info_bits")
+BASELINE_METRICS = ("majority_accuracy", "prior_entropy_bits")
 PER_VIEW_PAIRS = ("capacity", "half_life")  # [lo, hi] in `intervals`
 
 
@@ -148,10 +154,14 @@ class Signature:
         )
 
     def rows(self) -> list[tuple[str, int | str, str, float | None]]:
-        """Long form: (view, offset, metric, value). Per-offset lists of the optional keys
-        follow as `<key>.<metric>` (untrained views as `untrained.<metric>`); per-view numbers
-        of `summary` and the [lo, hi] pairs of `intervals` have an empty offset."""
+        """Long form: (view, offset, metric, value). The baselines come first as view
+        `baseline` (`majority_accuracy`, `prior_entropy_bits`); per-offset lists of the
+        optional keys follow as `<key>.<metric>` (untrained views as `untrained.<metric>`);
+        per-view numbers of `summary` and the [lo, hi] pairs of `intervals` have an empty
+        offset."""
         out = []
+        for metric in BASELINE_METRICS:
+            out.extend(zip_offsets("baseline", metric, self.offsets, self.baseline[metric]))
         for view, scores in self.views.items():
             for metric in PER_OFFSET_METRICS:
                 out.extend(zip_offsets(view, metric, self.offsets, getattr(scores, metric)))
@@ -171,11 +181,13 @@ class Signature:
         return out
 
     def save(self, directory: Path) -> tuple[Path, Path]:
-        """Write signature.json and signature.csv atomically; returns their paths."""
+        """Write signature.csv then signature.json (last: its presence means complete),
+        each atomically; returns their paths."""
         directory = Path(directory)
         json_path, csv_path = directory / "signature.json", directory / "signature.csv"
-        write_json_atomic(json_path, self.to_dict())
         write_csv_atomic(csv_path, ["view", "offset", "metric", "value"], self.rows())
+        fault_point("signature_file")
+        write_json_atomic(json_path, self.to_dict())
         return json_path, csv_path
 
     @classmethod

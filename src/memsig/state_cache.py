@@ -9,6 +9,7 @@ chunk of states, whatever the length of the stream.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from collections.abc import Callable, Mapping
@@ -20,8 +21,11 @@ import torch
 
 from memsig.atomic import write_json_atomic
 from memsig.errors import MemsigError, NumericalError
+from memsig.faults import fault_point
+from memsig.progress import LoopProgress
 
 MANIFEST = "manifest.json"
+log = logging.getLogger(__name__)
 
 # a model's `views(tokens, state, only=views wanted)` -> (views, state to carry on)
 StatesFn = Callable[..., tuple[dict[str, torch.Tensor], object]]
@@ -76,18 +80,30 @@ def _runs(positions: np.ndarray) -> list[tuple[int, int, int]]:
     return [(int(i), int(positions[i]), int(n)) for i, n in zip(starts, lengths, strict=True)]
 
 
+def _manifest(directory: Path) -> dict | None:
+    """The manifest of a complete cache in `directory` (None: no complete cache)."""
+    try:
+        manifest = json.loads((directory / MANIFEST).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
 def cached_identity(directory: Path) -> dict | None:
     """The identity a complete cache in `directory` was made for (None: no complete cache)."""
-    try:
-        return json.loads((directory / MANIFEST).read_text()).get("identity")
-    except (OSError, json.JSONDecodeError, AttributeError):
-        return None
+    manifest = _manifest(directory)
+    return None if manifest is None else manifest.get("identity")
 
 
 def open_cache(directory: Path, identity: Mapping) -> StateCache | None:
-    """The cache in `directory` if its manifest matches `identity` exactly, else None."""
-    stored = cached_identity(directory)
-    if stored is None or stored != json.loads(json.dumps(identity)):
+    """The cache in `directory` if its manifest matches `identity` exactly and every file it
+    lists has the size it was written with; else None (the caller rebuilds it)."""
+    stored = _manifest(directory)
+    if stored is None or stored.get("identity") != json.loads(json.dumps(identity)):
+        return None
+    damaged = _damaged_files(directory, stored.get("sizes"))
+    if damaged:
+        log.warning("the cache in %s is damaged (%s): extracting again", directory, damaged)
         return None
     views, mean, cov = {}, {}, {}
     for view in identity["views"]:
@@ -97,14 +113,37 @@ def open_cache(directory: Path, identity: Mapping) -> StateCache | None:
     return StateCache(directory, views, mean, cov)
 
 
-def check_free_space(directory: Path, needed: int, margin: float = 1.1) -> None:
-    """Refuse to start an extraction the disk cannot hold, before writing anything."""
+def _damaged_files(directory: Path, sizes: Mapping[str, int] | None) -> str:
+    """What is wrong with the files a manifest lists (empty when nothing is)."""
+    if not sizes:
+        return "no file sizes in its manifest"
+    wrong = []
+    for name, size in sizes.items():
+        path = directory / name
+        actual = path.stat().st_size if path.is_file() else None
+        if actual != size:
+            wrong.append(f"{name}: {actual if actual is not None else 'missing'}, not {size} bytes")
+    return "; ".join(wrong)
+
+
+CACHE_FIXES = (
+    "probe fewer views (probe.views=[...]), or store float16 (probe.extract.dtype=float16)"
+)
+
+
+def check_free_space(
+    directory: Path,
+    needed: int,
+    margin: float = 1.1,
+    what: str = "the state cache",
+    fixes: str = CACHE_FIXES,
+) -> None:
+    """Refuse to start work whose files the disk cannot hold, before writing anything."""
     free = shutil.disk_usage(directory).free
     if needed * margin > free:
         raise MemsigError(
-            f"the state cache needs {needed / 2**30:.2f} GiB in {directory} but only "
-            f"{free / 2**30:.2f} GiB is free: free disk space, probe fewer views "
-            "(probe.views=[...]), or store float16 (probe.extract.dtype=float16)"
+            f"{what} needs {needed / 2**30:.2f} GiB in {directory} but only "
+            f"{free / 2**30:.2f} GiB is free: free disk space, {fixes}"
         )
 
 
@@ -131,11 +170,48 @@ class RowFile:
         self.file.close()
 
 
+class RunningMoments:
+    """Mean and covariance (float64) of rows arriving block by block, per view.
+
+    Each block's moments are taken around the block's own mean (a float32 matmul, which
+    centring keeps accurate) and merged into the running ones in float64 (Chan et al.'s
+    pairwise update): several times cheaper than float64 products of raw values."""
+
+    def __init__(self, view_dims: Mapping[str, int]) -> None:
+        self.count = 0  # rows added so far (every view gets the same rows)
+        self.mean = {v: np.zeros(d) for v, d in view_dims.items()}
+        # sums of outer products of rows centred on the running mean
+        self.scatter = {v: np.zeros((d, d)) for v, d in view_dims.items()}
+
+    def add(self, views: Mapping[str, torch.Tensor]) -> None:
+        """Add one block of rows (the same number for every view)."""
+        n_new = len(next(iter(views.values())))
+        if n_new == 0:
+            return
+        n_old = self.count
+        total = n_old + n_new
+        for v, rows in views.items():
+            values = rows.float()
+            chunk_mean = values.mean(0)
+            centred = values - chunk_mean
+            delta = chunk_mean.double().cpu().numpy() - self.mean[v]
+            self.mean[v] += delta * (n_new / total)
+            self.scatter[v] += (centred.T @ centred).double().cpu().numpy()
+            self.scatter[v] += np.outer(delta, delta) * (n_old * n_new / total)
+        self.count = total
+
+    def result(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Per view: the mean and the (biased) covariance of every row added."""
+        cov = {v: s / max(self.count, 1) for v, s in self.scatter.items()}
+        return {v: m.copy() for v, m in self.mean.items()}, cov
+
+
 class CacheWriter:
     """View files of `length` rows, filled by position, with running moments.
 
     Used by every extractor: :meth:`write` stores kept states, :meth:`finish` saves the moments
-    and then the manifest (last, so an interrupted extraction is never mistaken for a cache).
+    and then the manifest (last, so an interrupted extraction is never mistaken for a cache),
+    which records every file's size (so a damaged file is noticed, not read).
     """
 
     def __init__(
@@ -149,28 +225,24 @@ class CacheWriter:
         self.out = {
             v: RowFile(_file(directory, v), dtype, (length, d)) for v, d in view_dims.items()
         }
-        self.count = 0  # rows written so far (every view gets the same rows)
-        self.mean = {v: np.zeros(d) for v, d in view_dims.items()}
-        # sums of outer products of rows centred on the running mean
-        self.scatter = {v: np.zeros((d, d)) for v, d in view_dims.items()}
+        self.moments = RunningMoments(view_dims)
+
+    @property
+    def count(self) -> int:
+        """Rows written so far."""
+        return self.moments.count
 
     def write(self, positions: np.ndarray, views: Mapping[str, torch.Tensor]) -> None:
         """Store views[v] (rows in the order of `positions`) and add them to the moments.
 
         Rows go to the files as blocks, one per run of consecutive positions (extractors write
-        whole stretches of the stream). Each chunk's moments are taken around the chunk's own
-        mean (a float32 matmul, which centring keeps accurate) and merged into the running ones
-        in float64 (Chan et al.'s pairwise update), several times cheaper than float64 products
-        of raw values."""
-        n_old, n_new = self.count, len(positions)
-        if n_new == 0:
+        whole stretches of the stream)."""
+        if len(positions) == 0:
             return
-        total = n_old + n_new
         runs = _runs(positions)
         for v, out in self.out.items():
             values = views[v].float()
-            chunk_mean = values.mean(0)
-            if not torch.isfinite(chunk_mean).all():  # any NaN or inf reaches the mean
+            if not torch.isfinite(values.mean(0)).all():  # any NaN or inf reaches the mean
                 raise NumericalError(
                     f"view {v} holds NaN or inf near position {int(positions[0])}: the model "
                     "is numerically broken; retrain it with a lower learning rate"
@@ -178,20 +250,16 @@ class CacheWriter:
             array = values.cpu().numpy()
             for source, target, length in runs:
                 out.write_rows(target, array[source : source + length])
-            centred = values - chunk_mean
-            delta = chunk_mean.double().cpu().numpy() - self.mean[v]
-            self.mean[v] += delta * (n_new / total)
-            self.scatter[v] += (centred.T @ centred).double().cpu().numpy()
-            self.scatter[v] += np.outer(delta, delta) * (n_old * n_new / total)
-        self.count = total
+        self.moments.add({v: views[v] for v in self.out})
 
     def finish(self, identity: Mapping) -> StateCache:
+        mean, cov = self.moments.result()
         for v, out in self.out.items():
             out.close()
-            cov = self.scatter[v] / max(self.count, 1)
-            np.savez(_moments_file(self.directory, v), mean=self.mean[v], cov=cov)
+            np.savez(_moments_file(self.directory, v), mean=mean[v], cov=cov[v])
         self.out.clear()
-        write_json_atomic(self.directory / MANIFEST, {"identity": identity})
+        sizes = {p.name: p.stat().st_size for p in sorted(self.directory.iterdir()) if p.is_file()}
+        write_json_atomic(self.directory / MANIFEST, {"identity": identity, "sizes": sizes})
         cached = open_cache(self.directory, identity)
         assert cached is not None
         return cached
@@ -222,6 +290,7 @@ def build_cache(
     index = np.minimum(first[:, None] + np.arange(steps)[None, :], length - 1)
     row_tokens = torch.as_tensor(np.asarray(tokens, dtype=np.int64)[index], device=device)
     state = None
+    progress = LoopProgress(f"extraction {directory.name}", length, "positions")
     for lo in range(0, steps, settings.chunk):
         hi = min(lo + settings.chunk, steps)
         views, state = states_fn(row_tokens[:, lo:hi], state, only=wanted)
@@ -234,4 +303,6 @@ def build_cache(
             mask = torch.as_tensor(kept, device=row_tokens.device)
             kept_views = {v: views[v][mask] for v in view_dims}
         writer.write(positions, kept_views)
+        progress.update(writer.count)
+        fault_point("extract")
     return writer.finish(identity)

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 import netrc
 import os
+import socket
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from omegaconf import DictConfig
 
 from memsig.config import build
+from memsig.distributed import is_rank_zero
 from memsig.errors import ConfigError
 from memsig.signature import Signature
+
+log = logging.getLogger(__name__)
+WANDB_SERVER = "https://api.wandb.ai"
+WANDB_TIMEOUT_S = 5.0  # seconds to reach the W&B server before giving up on online logging
 
 
 def wandb_logger(
@@ -24,7 +33,11 @@ def wandb_logger(
     tags: list[str] | None = None,
     name: str | None = None,
 ) -> WandbLogger:
-    """A W&B logger that never prompts: offline unless `offline=False` or WANDB_API_KEY is set."""
+    """A W&B logger that never prompts or waits: offline unless `offline=False` or
+    WANDB_API_KEY is set. An online run whose server cannot be reached within seconds (a
+    compute node without network) runs offline with a warning when online was only implied
+    by the key, and is refused when asked for (`offline=False`)."""
+    asked_online = offline is False
     if offline is None:
         offline = not os.environ.get("WANDB_API_KEY")
     if not offline and not _has_wandb_credentials():
@@ -33,6 +46,26 @@ def wandb_logger(
             "`wandb login`; or keep the run offline (logger.wandb.offline=true) and upload it "
             "later with `wandb sync <run dir>/wandb/offline-run-*`"
         )
+    if not offline and os.environ.get("WANDB_MODE") not in ("offline", "dryrun", "disabled"):
+        server = os.environ.get("WANDB_BASE_URL", WANDB_SERVER)
+        problem = unreachable(server, WANDB_TIMEOUT_S)
+        if problem and asked_online:
+            raise ConfigError(
+                f"logger.wandb.offline=false but the W&B server {server} cannot be reached "
+                f"({problem}): check the network (compute nodes often have none), or run "
+                f"offline (logger.wandb.offline=true) and upload later with "
+                f"`wandb sync {save_dir}/wandb/offline-run-*`"
+            )
+        if problem:
+            log.warning(
+                "the W&B server %s cannot be reached (%s): this run logs offline; upload it "
+                "later with `wandb sync %s/wandb/offline-run-*` (logger.wandb.offline=false "
+                "makes this an error instead)",
+                server,
+                problem,
+                save_dir,
+            )
+            offline = True
     Path(save_dir).mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("WANDB_SILENT", "true")
     return WandbLogger(
@@ -45,6 +78,26 @@ def wandb_logger(
         name=name,
         log_model=False,
     )
+
+
+def unreachable(url: str, timeout: float) -> str | None:
+    """Why a TCP connection to the server of `url` fails within `timeout` seconds (name
+    lookup included), or None when it succeeds."""
+    parsed = urlsplit(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    outcome: list[str | None] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection((parsed.hostname, port), timeout=timeout).close()
+            outcome.append(None)
+        except OSError as err:
+            outcome.append(str(err) or type(err).__name__)
+
+    thread = threading.Thread(target=connect, daemon=True)  # name lookups ignore timeouts
+    thread.start()
+    thread.join(timeout)
+    return outcome[0] if outcome else f"no answer within {timeout:g} s"
 
 
 def _has_wandb_credentials() -> bool:
@@ -64,9 +117,23 @@ def build_loggers(logger_cfg: DictConfig | None, config: Mapping) -> list[Logger
     for entry in (logger_cfg or {}).values():
         if isinstance(entry, Mapping) and "_target_" in entry:
             logger = build(entry)
+            if isinstance(logger, CSVLogger) and is_rank_zero():
+                keep_earlier_metrics(Path(logger.log_dir))
             logger.log_hyperparams(dict(config))
             loggers.append(logger)
     return loggers
+
+
+def keep_earlier_metrics(log_dir: Path) -> None:
+    """Lightning's CSV logger deletes an existing metrics.csv: an earlier attempt's file
+    (a rerun in the same run dir) is kept as metrics.1.csv, metrics.2.csv, ... in order."""
+    metrics = log_dir / "metrics.csv"
+    if not metrics.is_file():
+        return
+    attempt = 1
+    while (log_dir / f"metrics.{attempt}.csv").exists():
+        attempt += 1
+    metrics.rename(log_dir / f"metrics.{attempt}.csv")
 
 
 SIGNATURE_COLUMNS = (

@@ -21,11 +21,14 @@ from lightning.pytorch.callbacks import Callback
 
 from memsig.atomic import write_json_atomic
 from memsig.data.corpus import Corpus
+from memsig.distributed import is_rank_zero
 from memsig.plots import save_figure, training_heatmap
 from memsig.probes.baselines import prior_baselines
 from memsig.probes.loader import PositionBatches, position_loader, targets_of
+from memsig.probes.moments import fit_moments
 from memsig.probes.multi_offset import MultiOffsetProbe, probe_views
 from memsig.probes.offsets import valid_positions
+from memsig.probes.prior_guard import PriorGuard
 from memsig.signature import capacity
 from memsig.state_cache import ExtractSettings, build_cache
 from memsig.tracking import log_report
@@ -64,6 +67,8 @@ class SignatureDuringTraining(Callback):
             self._measure(pl_module.net, step)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not is_rank_zero():  # every rank measured the same numbers; one writes them
+            return
         record = {"steps": self.steps, "offsets": self.offsets, "info_bits": self.info}
         write_json_atomic(self.run_dir / f"{FILENAME}.json", record)
         figure = save_figure(
@@ -107,13 +112,22 @@ class SignatureDuringTraining(Callback):
                     device,
                 )
                 positions = np.asarray(valid_positions(len(tokens), self.offsets))
-                sets.append((cache, PositionBatches(cache.views, tokens, positions, offs)))
-            (train_cache, fit), (_, test) = sets
+                sets.append(PositionBatches(cache.views, tokens, positions, offs))
+            fit, test = sets
+            vocab = len(self.corpus.vocab)
             probe = MultiOffsetProbe(
-                views, len(offs), len(self.corpus.vocab), None, train_cache.mean, train_cache.cov
+                views,
+                len(offs),
+                vocab,
+                None,
+                *fit_moments(fit, views, self.batch_size),
+                guard=PriorGuard(len(views), vocab, targets_of(fit)),
             )
-            probe.warm_start(position_loader(fit, self.batch_size, shuffle=False))
-            for i, batch in enumerate(position_loader(test, self.batch_size, shuffle=False)):
+            # every rank holds the same slices: the fit pass is every rank's own, the test
+            # pass is split across the ranks and its scores added over them
+            probe.warm_start(position_loader(fit, self.batch_size, shuffle=False, shard=False))
+            test_batches = position_loader(test, self.batch_size, shuffle=False, shard=True)
+            for i, batch in enumerate(test_batches):
                 probe.test_step(batch, i)
             probe.on_test_epoch_end()
             baseline = prior_baselines(targets_of(fit), targets_of(test), len(self.corpus.vocab))

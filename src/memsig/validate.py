@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import difflib
+import inspect
+from collections.abc import Callable, Sequence
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from memsig.config import CONFIG_DIR
 from memsig.errors import ConfigError
 
 
@@ -52,6 +55,8 @@ def _optional_non_negative_int(value) -> bool:
 CHECKS: dict[str, tuple[Callable[[object], bool], str, str]] = {
     "seed": (_non_negative_int, "an integer >= 0", "seed=0"),
     "threads": (lambda v: v is None or _positive_int(v), "null or an integer >= 1", "threads=1"),
+    "max_vocab": (_positive_int, "an integer >= 1", "max_vocab=1000"),
+    "progress_every": (_non_negative_number, "a number of seconds >= 0", "progress_every=30"),
     "data.lag": (_positive_int, "an integer >= 1 (the input that repeats)", "3"),
     "data.delay": (_positive_int, "an integer >= 1 (the input the model emits)", "3"),
     "data.p": (_probability, "a probability in [0, 1]", "0.3"),
@@ -102,3 +107,79 @@ def check_config(cfg: DictConfig) -> None:
 
 
 _MISSING = object()
+
+
+def _target_parameters(node: object, path: str) -> set[str] | None:
+    """The keyword arguments the node is built with: its `_target_`'s parameters (the
+    `trainer` group's keys are Lightning Trainer arguments); None when it takes any keyword."""
+    target = node.get("_target_") if isinstance(node, DictConfig) else None
+    if path == "trainer":
+        target = "lightning.Trainer"
+    if target is None:
+        return set()
+    from hydra.utils import get_object
+
+    parameters = inspect.signature(get_object(target)).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    return {p.name for p in parameters}
+
+
+def _is_group_choice(key: str, package: str | None) -> bool:
+    """`+experiment=NAME`, `+hydra/...`: a config group choice, not a key."""
+    return package is not None or "/" in key or (CONFIG_DIR / key.replace(".", "/")).is_dir()
+
+
+def added_keys(overrides: Sequence[str]) -> list[tuple[str, str]]:
+    """(key, override) of every `+key=value` / `++key=value` override that sets a key (group
+    choices and Hydra's own settings left out)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    return [
+        (o.key_or_group, text)
+        for o, text in zip(parsed, overrides, strict=True)
+        if (o.is_add() or o.is_force_add())
+        and not o.key_or_group.startswith("hydra.")
+        and not _is_group_choice(o.key_or_group, o.package)
+    ]
+
+
+def check_added_keys(overrides: Sequence[str], reference: DictConfig) -> None:
+    """Refuse a key added with `+`/`++` that nothing reads (a typo such as `+model.hiden=64`,
+    which would otherwise be ignored): it must be in `reference` (the config composed without
+    the added keys) or be an argument of the `_target_` that builds the node it lands in."""
+    for key, override in added_keys(overrides):
+        parts = key.split(".")
+        for depth in range(len(parts)):
+            parent = ".".join(parts[:depth])
+            node = OmegaConf.select(reference, parent) if parent else reference
+            if not isinstance(node, DictConfig):
+                break  # inside a value the reference does not have: reported one level up
+            accepted = _target_parameters(node, parent)
+            name = parts[depth]
+            if name in node or accepted is None or name in accepted:
+                continue
+            known = sorted({*node.keys(), *(accepted or ())} - {"_target_", "_partial_"})
+            where = parent or "the config"
+            close = difflib.get_close_matches(name, known, n=1)
+            suggestion = f" Did you mean {'.'.join([*parts[:depth], close[0]])}?" if close else ""
+            raise ConfigError(
+                f"{override}: {where} has no key {name!r}, so nothing would read it.{suggestion} "
+                f"Keys of {where}: {', '.join(known)} (to change an existing key, drop the +)"
+            )
+
+
+def check_command_line_keys() -> None:
+    """In a run started from the command line, :func:`check_added_keys` on its overrides."""
+    from hydra import compose
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized() or not GlobalHydra.instance().is_initialized():
+        return
+    overrides = list(HydraConfig.get().overrides.task)
+    added = {override for _, override in added_keys(overrides)}
+    if added:
+        kept = [o for o in overrides if o not in added]
+        check_added_keys(overrides, compose(HydraConfig.get().job.config_name, kept))

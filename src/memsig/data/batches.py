@@ -26,8 +26,10 @@ class EpochBatches(Sampler[list[int]]):
 
     With `shard` under DDP every batch is split across the ranks (rank r takes items r,
     r + world, ...): together they see each position once, and their averaged gradients are
-    the gradient of the whole batch, as in a single process. A batch smaller than the world
-    size is dropped (no rank may get an empty batch)."""
+    the gradient of the whole batch, as in a single process. A shuffled (training) batch
+    smaller than the world size is dropped (no rank may average a gradient over nothing); an
+    unshuffled pass (scoring) keeps every item, and a rank may then get an empty last batch,
+    so that the ranks' sums add up to the whole pass."""
 
     def __init__(
         self,
@@ -35,7 +37,8 @@ class EpochBatches(Sampler[list[int]]):
         batch_size: int,
         shuffle: bool,
         seed: int = 0,
-        shard: bool = True,
+        *,
+        shard: bool,
         lengths: Sequence[int] | None = None,
     ) -> None:
         self.size, self.batch_size, self.shuffle, self.seed = size, batch_size, shuffle, seed
@@ -50,9 +53,13 @@ class EpochBatches(Sampler[list[int]]):
     def _world(self) -> tuple[int, int]:
         return shard() if self.shard else (0, 1)
 
+    def _smallest(self) -> int:
+        """The fewest items a batch may hold before it is split across the ranks."""
+        return self._world()[1] if self.shuffle else 1
+
     def __len__(self) -> int:
         full, rest = divmod(self.size, self.batch_size)
-        return full + (rest >= self._world()[1])
+        return full + (rest >= self._smallest())
 
     def _batches(self) -> list[torch.Tensor]:
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
@@ -74,7 +81,7 @@ class EpochBatches(Sampler[list[int]]):
     def __iter__(self) -> Iterator[list[int]]:
         rank, world = self._world()
         for chunk in self._batches():
-            if len(chunk) >= world:
+            if len(chunk) >= self._smallest():
                 yield chunk[rank::world].tolist()
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from memsig.atomic import write_text_atomic
+from memsig.atomic import write_json_atomic, write_text_atomic
 from memsig.data.corpus import PARTS
 from memsig.data.speech import SpeechCorpus, librispeech_corpus
 from memsig.errors import ConfigError
@@ -124,7 +124,7 @@ def write_synth_corpus(
                 sf.write(str(chapter / f"{uid}.flac"), audio, sample_rate, format="FLAC")
                 lines.append(f"{uid} {text}")
             write_text_atomic(chapter / f"{speaker_id}-1.trans.txt", "\n".join(lines) + "\n")
-    write_text_atomic(marker, json.dumps(settings))
+    write_json_atomic(marker, settings)
 
 
 def synth_speech_corpus(

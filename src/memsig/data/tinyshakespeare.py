@@ -7,11 +7,11 @@ import hashlib
 import http.client
 import os
 import shutil
-import tempfile
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
+from memsig.atomic import temp_file_beside
 from memsig.data.corpus import Corpus
 from memsig.data.text import text_corpus
 from memsig.errors import MemsigError
@@ -30,7 +30,7 @@ def _download(url: str, path: Path, sha256: str) -> None:
     """Fetch url into a temporary file next to path and move it there only if its hash matches,
     so an interrupted or wrong download never leaves a file that looks valid."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    fd, tmp = temp_file_beside(path, suffix=".part")
     try:
         with os.fdopen(fd, "wb") as file:
             try:

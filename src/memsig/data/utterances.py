@@ -50,7 +50,8 @@ def utterance_loader(
     seed: int = 0,
     workers: int = 0,
     by_length: bool = True,
-    shard: bool = False,
+    *,
+    shard: bool,
 ) -> DataLoader:
     """Padded batches of utterances, shuffled per epoch (seeded) if asked. `by_length` groups
     similar lengths (see :class:`EpochBatches`): less padding, so fewer wasted frames; its
@@ -59,7 +60,7 @@ def utterance_loader(
     other passes read everything in every rank). Pinned memory when a GPU will read the batches
     (faster, asynchronous host-to-device copies)."""
     lengths = [u.num_samples for u in utterances] if by_length else None
-    sampler = EpochBatches(len(utterances), batch_size, shuffle, seed, shard, lengths)
+    sampler = EpochBatches(len(utterances), batch_size, shuffle, seed, shard=shard, lengths=lengths)
     return DataLoader(
         UtteranceBatches(utterances, sample_rate),
         sampler=sampler,

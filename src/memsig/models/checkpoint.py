@@ -32,9 +32,12 @@ def save_base_checkpoint(
     unit: str,
     metrics: Mapping,
     target: int = -1,
+    inputs: Mapping | None = None,
 ) -> None:
     """`target` is the offset the network was trained to emit (CharLM.target): -1 for a
-    language model; checkpoints without the key are language models."""
+    language model; checkpoints without the key are language models. `inputs` (plan.inputs)
+    records the seed and data fingerprint the model was trained from, which a rerun in the
+    same run dir must match."""
     payload = {
         "format": FORMAT,
         "model": dict(model_cfg),
@@ -44,6 +47,8 @@ def save_base_checkpoint(
         "metrics": {k: float(v) for k, v in metrics.items()},
         "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
     }
+    if inputs is not None:
+        payload["inputs"] = {key: inputs[key] for key in ("seed", "data_sha256")}
     write_atomic(path, lambda tmp: torch.save(payload, tmp))
 
 

@@ -19,16 +19,14 @@ view is the plain information of the signature.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 
-from memsig.probes.loader import PositionBatches, position_loader
+from memsig.probes.loader import Batch, PositionBatches
 from memsig.probes.offsets import input_windows
 from memsig.signature import capacity
-from memsig.state_cache import StateCache
 
 
 def context_view(m: int) -> str:
@@ -63,19 +61,19 @@ class ConditionedBatches(PositionBatches):
         )
         self.joined, self.m, self.vocab_size = list(views), m, vocab_size
 
-    def __getitem__(self, index: list[int]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        features, targets = super().__getitem__(index)
-        pos = self.batch_positions(index)
+    def __getitem__(self, index: list[int]) -> Batch:
+        features, targets, rows = super().__getitem__(index)
+        pos = self.positions[rows.numpy()]
         context = torch.from_numpy(context_onehot(self.tokens, pos, self.m, self.vocab_size))
         features[context_view(self.m)] = context
         for v in self.joined:
             features[joined_view(v, self.m)] = torch.cat([features[v], context], dim=1)
-        return features, targets
+        return features, targets, rows
 
 
 class Conditioning:
-    """What `probe.condition_on` adds to the signature stage: extra heads, their inputs and
-    whitening moments, and the `conditional_memory` record. With m = None it adds nothing."""
+    """What `probe.condition_on` adds to the signature stage: extra heads, their inputs, and
+    the `conditional_memory` record. With m = None it adds nothing."""
 
     def __init__(self, m: int | None, view_dims: Mapping[str, int], vocab_size: int) -> None:
         self.m, self.views, self.vocab_size = m, dict(view_dims), vocab_size
@@ -94,26 +92,6 @@ class Conditioning:
         if not self.derived:
             return base
         return ConditionedBatches(base, list(self.views), self.m, self.vocab_size)
-
-    def moments(self, fit: PositionBatches, cache: StateCache, batch_size: int) -> StateCache:
-        """The cache with the mean and covariance of every head's input over the fit
-        positions: the cache's own for the plain views, one pass over the fit batches for the
-        derived ones."""
-        if not self.derived:
-            return cache
-        mean, cov = dict(cache.mean), dict(cache.cov)
-        names = [v for v in self.probe_dims if v not in self.views]
-        total = {v: 0.0 for v in names}
-        outer = {v: 0.0 for v in names}
-        for features, _ in position_loader(fit, batch_size, shuffle=False):
-            for v in names:
-                x = features[v].double()
-                total[v] = total[v] + x.sum(0)
-                outer[v] = outer[v] + x.T @ x
-        for v in names:
-            mean[v] = (total[v] / len(fit)).numpy()
-            cov[v] = (outer[v] / len(fit)).numpy() - np.outer(mean[v], mean[v])
-        return dataclasses.replace(cache, mean=mean, cov=cov)
 
     def record(
         self,

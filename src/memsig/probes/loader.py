@@ -12,9 +12,14 @@ from torch.utils.data import DataLoader, Dataset
 from memsig.data.batches import EpochBatches
 from memsig.probes.offsets import offset_targets
 
+# ({view: states [b, D]}, targets [b, offsets], rows [b]: each row's index in the positions)
+Batch = tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]
+
 
 class PositionBatches(Dataset):
-    """Index with a list of positions; returns ({view: [b, D]}, targets [b, offsets]).
+    """Index with a list of positions; returns ({view: [b, D]}, targets [b, offsets], rows
+    [b]): each row's index in `positions` travels with it, so sums kept per row or per
+    document are right whatever share of a batch a DDP rank reads.
 
     The target of position t at offset k is tokens[anchor(t) - k], where anchor(t) is t itself
     (a token stream) or anchors[t] (a frame's current grapheme, for speech). With `labels`
@@ -58,25 +63,29 @@ class PositionBatches(Dataset):
     def __len__(self) -> int:
         return len(self.positions)
 
-    def batch_positions(self, index: list[int]) -> np.ndarray:
-        """The positions a batch of indices reads, sorted (as the features are returned)."""
-        return np.sort(self.positions[np.asarray(index)])
+    def batch_rows(self, index: list[int]) -> np.ndarray:
+        """The rows (indices into `positions`) a batch of indices reads, in the order of their
+        positions (the order features are read and returned in)."""
+        index = np.asarray(index, dtype=np.int64)
+        return index[np.argsort(self.positions[index], kind="stable")]
 
-    def __getitem__(self, index: list[int]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        pos = self.batch_positions(index)
+    def __getitem__(self, index: list[int]) -> Batch:
+        rows = self.batch_rows(index)
+        pos = self.positions[rows]
         features = {
             v: torch.from_numpy(np.asarray(a[pos], dtype=np.float32)) for v, a in self.views.items()
         }
         targets = torch.from_numpy(self.targets(pos))
-        return features, targets
+        return features, targets, torch.from_numpy(rows)
 
 
 def position_loader(
-    dataset: PositionBatches, batch_size: int, shuffle: bool, seed: int = 0, shard: bool = True
+    dataset: PositionBatches, batch_size: int, shuffle: bool, *, shard: bool, seed: int = 0
 ) -> DataLoader:
-    """Whole batches are read at once (sorted positions), shuffled per epoch if asked, split
-    across DDP ranks unless `shard=False` (a pass every rank makes over all the data)."""
-    sampler = EpochBatches(len(dataset), batch_size, shuffle, seed, shard)
+    """Whole batches are read at once (sorted positions), shuffled per epoch if asked. With
+    `shard` every batch is split across DDP ranks, and whatever sums the ranks keep must be
+    reduced over them; without, every rank makes the whole pass (and reduces nothing)."""
+    sampler = EpochBatches(len(dataset), batch_size, shuffle, seed, shard=shard)
     return DataLoader(
         dataset, sampler=sampler, batch_size=None, pin_memory=torch.cuda.is_available()
     )

@@ -1,8 +1,8 @@
 """One-hidden-layer MLP decoders for every view x offset, computed fused.
 
-Each offset has its own MLP (its own hidden layer), but all offsets' first layers are one
-matmul and all second layers one batched matmul, so the number of kernel launches does not grow
-with the number of offsets.
+Each head (offset x L2 strength) has its own MLP (its own hidden layer), but all heads' first
+layers are one matmul and all second layers one batched matmul, so the number of kernel
+launches does not grow with the number of offsets.
 """
 
 from __future__ import annotations
@@ -40,12 +40,14 @@ def _uniform(shape: tuple[int, ...], fan_in: int) -> torch.Tensor:
 class MLPProbe(FusedProbe):
     """Non-linear decoders: what a small MLP can read from a state, that a linear one cannot."""
 
+    weight_names = ("w1", "w2")
+
     def __init__(self, *args, hidden: int, **kwargs) -> None:
         self.hidden = hidden
         super().__init__(*args, **kwargs)
 
     def build_head(self, dim: int) -> nn.Module:
-        return OffsetMLPs(dim, self.hidden, self.num_offsets, self.num_classes)
+        return OffsetMLPs(dim, self.hidden, self.num_heads, self.num_classes)
 
     def head_logits(self, index: int, x: torch.Tensor) -> torch.Tensor:
         return self.heads[index](x)

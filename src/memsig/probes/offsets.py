@@ -23,7 +23,11 @@ def resolve_offsets(offsets: Sequence | None, max_offset: int | None) -> list[in
             )
         return list(range(max_offset + 1))
     if isinstance(offsets, str | bytes) or not isinstance(offsets, Sequence):
-        raise ConfigError(f"probe.offsets={offsets!r}: must be a list of integers, e.g. [0,1,2,-1]")
+        raise ConfigError(
+            f"probe.offsets={offsets!r}: must be a list of integers (k >= 0 looks k steps "
+            "back, k < 0 ahead), e.g. probe.offsets=[0,1,2,-1], or null to probe "
+            "0..probe.max_offset"
+        )
     resolved = []
     for k in offsets:
         if not isinstance(k, int) or isinstance(k, bool):

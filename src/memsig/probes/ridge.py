@@ -13,7 +13,9 @@ Selection, on the validation block:
 - probabilities, for cross-entropy and information: the ridge scores s (which estimate the class
   probabilities linearly) become softmax(s / T), with one temperature T per view x offset fitted
   by maximum likelihood on validation (a coarse geometric grid, then a fine one around each
-  head's best). Temperature scaling never changes the argmax, so accuracy is the ridge's own.
+  head's best). Temperature scaling never changes the argmax, so accuracy is the ridge's own;
+- the prior guard (probes/prior_guard.py): symbols unseen in the fit block keep their prior
+  probability, and the prior replaces a head it beats on validation.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from memsig.distributed import all_reduce_sum
+from memsig.probes.prior_guard import PriorGuard
 from memsig.probes.scores import TestScoring, head_statistics
 from memsig.units import nats_to_bits
 
@@ -75,8 +79,10 @@ class RidgeProbe(TestScoring, nn.Module):
         mean: Mapping[str, np.ndarray],
         cov: Mapping[str, np.ndarray],
         strengths: Sequence[float],
+        guard: PriorGuard | None = None,
     ) -> None:
         super().__init__()
+        self.guard = guard or PriorGuard.neutral(len(view_dims), num_offsets, num_classes)
         self.views = list(view_dims)
         self.num_offsets = num_offsets
         self.num_classes = num_classes
@@ -98,14 +104,18 @@ class RidgeProbe(TestScoring, nn.Module):
     def standardised(self, index: int, x: torch.Tensor) -> torch.Tensor:
         return (x.float() - getattr(self, f"center{index}")) * getattr(self, f"scale{index}")
 
-    def logits(self, features: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
-        """Per view, logits [batch, offsets, classes] (temperature-scaled ridge scores)."""
+    def scores(self, features: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
+        """Per view, the (temperature-scaled) ridge scores [batch, offsets, classes]."""
         out = []
         for i, v in enumerate(self.views):
             x = self.standardised(i, features[v])
             z = torch.addmm(getattr(self, f"bias{i}"), x, getattr(self, f"weight{i}"))
             out.append(z.view(len(x), self.num_offsets, self.num_classes))
         return out
+
+    def logits(self, features: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
+        """Per view, logits [batch, offsets, classes]: the scores through the prior guard."""
+        return [self.guard.guarded(i, z) for i, z in enumerate(self.scores(features))]
 
     @torch.no_grad()
     def fit(self, fit_batches: Iterable, val_batches: Iterable) -> None:
@@ -141,7 +151,8 @@ class RidgeProbe(TestScoring, nn.Module):
     @torch.no_grad()
     def _moments(self, batches: Iterable) -> list[Moments]:
         """One pass: every view's moments; the one-hot targets of all offsets enter as one
-        sparse matrix, so the cross moments cost n * offsets * D, not n * offsets * V * D."""
+        sparse matrix, so the cross moments cost n * offsets * D, not n * offsets * V * D.
+        Under DDP each rank passes over its share of the batches and the sums are added."""
         device = self.best_val_xent.device
         width = self.num_offsets * self.num_classes
         wide = {"dtype": torch.float64, "device": device}
@@ -156,24 +167,30 @@ class RidgeProbe(TestScoring, nn.Module):
             for d in (getattr(self, f"center{i}").numel() for i in range(len(self.views)))
         ]
         offsets = torch.arange(self.num_offsets, device=device) * self.num_classes
-        for features, targets in batches:
+        for features, targets, _ in batches:
             targets = targets.to(device)
             columns = (targets + offsets).reshape(-1)
             rows = torch.arange(len(targets), device=device).repeat_interleave(self.num_offsets)
             onehot_t = torch.sparse_coo_tensor(
                 torch.stack([columns, rows]),
-                torch.ones(len(columns), device=device),
+                torch.ones(len(columns), **wide),
                 (width, len(targets)),
                 check_invariants=False,
             )
             sum_y = torch.bincount(columns, minlength=width).double()
             for i, (v, m) in enumerate(zip(self.views, moments, strict=True)):
-                x = self.standardised(i, features[v].to(device))
+                # products of float32 states are exact in float64: the sums then hardly depend
+                # on how the positions are cut into batches (or shared among DDP ranks)
+                x = self.standardised(i, features[v].to(device)).double()
                 m.count += len(x)
-                m.sum_x += x.sum(0).double()
-                m.gram += (x.T @ x).double()
-                m.cross += torch.sparse.mm(onehot_t, x).T.double()
+                m.sum_x += x.sum(0)
+                m.gram += x.T @ x
+                m.cross += torch.sparse.mm(onehot_t, x).T
                 m.sum_y += sum_y
+        for m in moments:  # each rank summed its share of the pass: add the shares
+            for total in (m.sum_x, m.gram, m.cross, m.sum_y):
+                all_reduce_sum(total)
+            m.count = float(all_reduce_sum(torch.tensor(m.count, **wide)))
         return moments
 
     def _fit_temperatures(self, val_batches: Iterable) -> None:
@@ -191,6 +208,7 @@ class RidgeProbe(TestScoring, nn.Module):
         low, pick = nll.min(0)
         inverse = grid.gather(0, pick.unsqueeze(0))[0]
         self.best_val_xent.copy_(nats_to_bits(low))
+        self.guard.settle(self.best_val_xent)
         self.temperature.copy_(1.0 / inverse)
         for i in range(len(self.views)):
             scale = inverse[i].repeat_interleave(self.num_classes)
@@ -202,25 +220,26 @@ class RidgeProbe(TestScoring, nn.Module):
         inverse temperature beta of `grid` [grid, views, offsets], in one pass."""
         device = self.best_val_xent.device
         total, count = torch.zeros(grid.shape, dtype=torch.float64, device=device), 0
-        for features, targets in batches:
+        for features, targets, _ in batches:
             targets = targets.to(device)
             count += len(targets)
-            scores = self.logits({v: x.to(device) for v, x in features.items()})
+            scores = self.scores({v: x.to(device) for v, x in features.items()})
             for i, z in enumerate(scores):
-                true = z.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # [b, offsets]
                 for g, beta in enumerate(grid[:, i]):
-                    lse = torch.logsumexp(z * beta.view(1, -1, 1), -1)
-                    total[g, i] += (lse - beta * true).sum(0).double()
-        return total / count
+                    log_p = self.guard.log_probs(z * beta.view(1, -1, 1)).log_softmax(-1)
+                    true = log_p.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # [b, offsets]
+                    total[g, i] -= true.double().sum(0)
+        count = all_reduce_sum(torch.tensor(float(count), dtype=torch.float64, device=device))
+        return all_reduce_sum(total) / count
 
     @torch.no_grad()
     def test(self, batches: Iterable) -> dict[str, torch.Tensor]:
         """The same test statistics as a trained probe's, in one pass."""
         device = self.best_val_xent.device
         scores = self.new_test_scores().to(device)
-        for features, targets in batches:
+        for features, targets, rows in batches:
             features = {v: x.to(device) for v, x in features.items()}
-            scores.update(*head_statistics(self.logits(features), targets.to(device)))
+            scores.update(*head_statistics(self.logits(features), targets.to(device)), rows)
         self.test_results = {k: v.cpu() for k, v in scores.results().items()}
         return self.test_results
 

@@ -1,4 +1,5 @@
-"""Per view x offset test statistics, as a torchmetrics metric so ranks reduce correctly."""
+"""Per view x offset test statistics, as a torchmetrics metric whose sums are added over DDP
+ranks whenever its results are read."""
 
 from __future__ import annotations
 
@@ -13,9 +14,12 @@ from memsig.units import nats_to_bits
 class HeadScores(Metric):
     """Summed cross-entropy (nats) and correct predictions for every view x offset head.
 
-    With `documents` (the document index of every scored row, in the order rows arrive: an
-    unshuffled loader), the same sums are also kept per document, so a bootstrap over
-    documents resamples sums instead of rescoring tokens."""
+    With `documents` (the document index of every row of the scored dataset), the same sums
+    are also kept per document, so a bootstrap over documents resamples sums instead of
+    rescoring tokens; each batch names its rows, so any order or share of them adds up.
+
+    Under DDP each rank sums its share of the pass (a sharded loader) and `results` adds the
+    sums over the ranks: every rank reads the scores of the whole pass."""
 
     full_state_update = False
 
@@ -42,11 +46,13 @@ class HeadScores(Metric):
             for name in ("doc_nll", "doc_correct"):
                 self.add_state(name, torch.zeros(per_doc, dtype=torch.float64), "sum")
             self.add_state("doc_count", torch.zeros(per_doc[0], dtype=torch.float64), "sum")
-            self.add_state("seen", torch.zeros((), dtype=torch.long), "sum")
 
-    def update(self, nll: torch.Tensor, correct: torch.Tensor, targets: torch.Tensor) -> None:
-        """nll, correct: [views, batch, offsets]; targets: [batch, offsets]."""
-        self.nll += nll.sum(1).double()
+    def update(
+        self, nll: torch.Tensor, correct: torch.Tensor, targets: torch.Tensor, rows: torch.Tensor
+    ) -> None:
+        """nll, correct: [views, batch, offsets]; targets: [batch, offsets]; rows: [batch], each
+        row's index in the scored dataset (which names its document)."""
+        self.nll += nll.double().sum(1)  # float64 sums: the same whatever the batches
         self.correct += correct.sum(1).double()
         self.count += nll.shape[1]
         offsets = torch.arange(targets.shape[1], device=targets.device)
@@ -55,31 +61,40 @@ class HeadScores(Metric):
         hits = correct.reshape(len(correct), -1).double()
         self.correct_by_symbol.index_add_(1, index, hits)
         if self.documents is not None:
-            start = int(self.seen)
-            doc = self.documents[start : start + nll.shape[1]].to(nll.device)
-            self.seen += nll.shape[1]
+            doc = self.documents[rows.cpu()].to(nll.device)
             self.doc_nll.index_add_(0, doc, nll.transpose(0, 1).double())
             self.doc_correct.index_add_(0, doc, correct.transpose(0, 1).double())
             self.doc_count.index_add_(0, doc, torch.ones_like(doc, dtype=torch.float64))
 
     def compute(self) -> dict[str, torch.Tensor]:
         """Accuracy and cross-entropy per view x offset; correct predictions and counts per
-        offset x target symbol (from which any class of symbols gets its accuracy); with
-        documents, the per-document sums [documents, views, offsets] and counts."""
+        offset x target symbol (from which any class of symbols gets its accuracy); the number
+        of rows scored; with documents, the per-document sums [documents, views, offsets] and
+        counts."""
         return self.results()
 
     def results(self) -> dict[str, torch.Tensor]:
-        """What `compute` gives, in these shapes even for one view x one offset (torchmetrics
-        squeezes one-element results of `compute` to scalars)."""
+        """What `compute` gives, summed over DDP ranks, in these shapes even for one view x one
+        offset (torchmetrics squeezes one-element results of `compute` to scalars). Every rank
+        must call it: the sums are exchanged."""
+        with self.sync_context():
+            return self._totals()
+
+    def _totals(self) -> dict[str, torch.Tensor]:
         offsets = self.nll.shape[1]
         out = {
+            "count": self.count.clone(),
             "xent_bits": nats_to_bits(self.nll / self.count),
             "accuracy": self.correct / self.count,
-            "correct_by_symbol": self.correct_by_symbol.view(-1, offsets, self.num_classes),
-            "count_by_symbol": self.count_by_symbol.view(offsets, self.num_classes),
+            "correct_by_symbol": self.correct_by_symbol.view(-1, offsets, self.num_classes).clone(),
+            "count_by_symbol": self.count_by_symbol.view(offsets, self.num_classes).clone(),
         }
         if self.documents is not None:
-            out.update(doc_nll=self.doc_nll, doc_correct=self.doc_correct, doc_count=self.doc_count)
+            out.update(
+                doc_nll=self.doc_nll.clone(),
+                doc_correct=self.doc_correct.clone(),
+                doc_count=self.doc_count.clone(),
+            )
         return out
 
 
@@ -94,7 +109,7 @@ def head_losses(logits: list[torch.Tensor], targets: torch.Tensor) -> torch.Tens
 def head_statistics(
     logits: list[torch.Tensor], targets: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """What HeadScores.update takes: cross-entropy, hits, and the targets."""
+    """What HeadScores.update takes before the rows: cross-entropy, hits, and the targets."""
     hits = torch.stack([_predictions(z) == targets for z in logits])
     return head_losses(logits, targets), hits, targets
 
@@ -114,8 +129,7 @@ class TestScoring:
     documents: np.ndarray | None = None
 
     def keep_document_sums(self, documents: np.ndarray) -> None:
-        """Also sum the test scores per document (`documents[i]`: the document of test row i,
-        rows in loader order)."""
+        """Also sum the test scores per document (`documents[i]`: the document of test row i)."""
         self.documents = np.asarray(documents)
 
     def new_test_scores(self) -> HeadScores:

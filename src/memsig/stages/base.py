@@ -9,15 +9,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from memsig.data.streams import stream_loader
-from memsig.distributed import barrier, is_rank_zero
 from memsig.models.char_lm import CharLM
-from memsig.models.checkpoint import build_network, file_digest, save_base_checkpoint
+from memsig.models.checkpoint import build_network
 from memsig.models.ngram import bits_per_char
 from memsig.plan import Plan, optional_list
 from memsig.stages.ctc import train_ctc
-from memsig.stages.trainer import fit_best
+from memsig.stages.trainer import fit_best, publish_checkpoint
 from memsig.state_cache import ExtractSettings
-from memsig.tracking import log_checkpoint
 from memsig.training_signature import SignatureDuringTraining
 
 log = logging.getLogger(__name__)
@@ -43,14 +41,9 @@ def train_base(cfg: DictConfig, plan: Plan, loggers: list) -> Path:
     train = stream_loader(corpus.parts["train"], training.batch_size, training.bptt, corpus.target)
     val = stream_loader(corpus.parts["val"], training.batch_size, training.bptt, corpus.target)
     callbacks = _signatures_during_training(cfg, plan, loggers)
-    score = fit_best(cfg, plan, loggers, lm, train, val, "val/bpc", callbacks)
+    score = fit_best(cfg, plan, loggers, lm, train, val, "val/bpc", plan.inputs, callbacks)
     metrics = {"val/bpc": score}
-    if is_rank_zero():
-        save_base_checkpoint(
-            plan.base_ckpt, lm.net, model_cfg, list(corpus.vocab), corpus.unit, metrics, lm.target
-        )
-        log_checkpoint(loggers, plan.base_ckpt, file_digest(plan.base_ckpt), metrics)
-    barrier()  # every rank reads base.ckpt next
+    publish_checkpoint(plan, loggers, lm.net, model_cfg, metrics, lm.target)
     log.info("base model: val/bpc %.4f, saved %s", metrics["val/bpc"], plan.base_ckpt)
     return plan.base_ckpt
 
@@ -84,7 +77,6 @@ def fit_by_counting(cfg: DictConfig, plan: Plan, loggers: list) -> Path:
     metrics = {"val/bpc": bits_per_char(net, corpus.parts["val"])}
     for logger in loggers:
         logger.log_metrics(metrics)
-    save_base_checkpoint(plan.base_ckpt, net, model_cfg, list(corpus.vocab), corpus.unit, metrics)
-    log_checkpoint(loggers, plan.base_ckpt, file_digest(plan.base_ckpt), metrics)
+    publish_checkpoint(plan, loggers, net, model_cfg, metrics)
     log.info("count model: val/bpc %.4f, saved %s", metrics["val/bpc"], plan.base_ckpt)
     return plan.base_ckpt

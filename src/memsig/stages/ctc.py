@@ -13,9 +13,9 @@ from torchmetrics.text import CharErrorRate, WordErrorRate
 from memsig.data.speech import SpeechCorpus, Utterance
 from memsig.data.utterances import utterance_loader
 from memsig.models.asr import CTCSystem
-from memsig.models.checkpoint import build_network, save_base_checkpoint
+from memsig.models.checkpoint import build_network
 from memsig.plan import Plan
-from memsig.stages.trainer import fit_best
+from memsig.stages.trainer import fit_best, publish_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ def error_rates(
     system.eval()
     cer, wer = CharErrorRate(), WordErrorRate()
     for waves, lengths, targets, target_lengths in utterance_loader(
-        utterances, sample_rate, batch_size, False
+        utterances, sample_rate, batch_size, False, shard=False
     ):
         log_probs, frames = system.net(waves.to(system.device), lengths.to(system.device))
         hypotheses = system.transcribe(log_probs, frames)
@@ -49,7 +49,10 @@ def train_ctc(cfg: DictConfig, plan: Plan, loggers: list) -> Path:
     rate, batch = corpus.sample_rate, training.batch_size
     if net.preprocessor.normalise == "global":
         net.preprocessor.fit_global(
-            (w, n) for w, n, _, _ in utterance_loader(corpus.parts["train"], rate, batch, False)
+            (w, n)
+            for w, n, _, _ in utterance_loader(
+                corpus.parts["train"], rate, batch, False, shard=False
+            )
         )
     train = utterance_loader(
         corpus.parts["train"],
@@ -61,15 +64,16 @@ def train_ctc(cfg: DictConfig, plan: Plan, loggers: list) -> Path:
         training.batch_by_length,
         shard=True,
     )
-    val = utterance_loader(corpus.parts["val"], rate, batch, False)
-    fit_best(cfg, plan, loggers, system, train, val, "val/cer")
+    # every rank scores all of val: the error rates' sums, added over the ranks, grow alike
+    val = utterance_loader(corpus.parts["val"], rate, batch, False, shard=False)
+    fit_best(cfg, plan, loggers, system, train, val, "val/cer", plan.inputs)
     metrics = {}
     for part, prefix in (("val", "val"), ("probe_test", "test")):
         scores = error_rates(system, corpus.parts[part], rate, batch)
         metrics.update({f"{prefix}/{name}": value for name, value in scores.items()})
     for logger in loggers:
         logger.log_metrics(metrics)
-    save_base_checkpoint(plan.base_ckpt, net, model_cfg, list(corpus.vocab), corpus.unit, metrics)
+    publish_checkpoint(plan, loggers, net, model_cfg, metrics)
     log.info(
         "speech encoder: val/cer %.4f, test/cer %.4f, saved %s",
         metrics["val/cer"],

@@ -15,7 +15,7 @@ from memsig.data.corpus import Corpus
 from memsig.data.speech import SpeechCorpus
 from memsig.distributed import rank_zero_first
 from memsig.errors import MemsigError
-from memsig.frame_cache import TARGETS, build_frame_cache
+from memsig.frame_cache import TARGETS, build_frame_cache, open_frame_cache
 from memsig.probes.alignment import FrameTargets
 from memsig.probes.loader import PositionBatches
 from memsig.probes.offsets import fit_val_split, valid_positions
@@ -55,20 +55,14 @@ def probe_parts(
     cache_dir: Path,
     device: torch.device,
 ) -> dict[str, ProbePart]:
-    """Extract the probe-train and probe-test parts once (a stream or utterance by utterance)."""
+    """Extract the probe-train and probe-test parts once (a stream or utterance by utterance):
+    rank 0 writes each cache, the other DDP ranks wait for it and open it."""
     parts = {}
     for part in PROBE_PARTS:
         directory, part_identity = cache_dir / part, {**identity, "part": part}
         if isinstance(corpus, SpeechCorpus):
-            cache, source = build_frame_cache(
-                net,
-                corpus.parts[part],
-                corpus.sample_rate,
-                directory,
-                part_identity,
-                settings.segments,
-                settings.dtype,
-                device,
+            cache, source = _shared_frame_cache(
+                net, corpus, part, directory, part_identity, settings, device
             )
         else:
             source = corpus.parts[part]
@@ -143,4 +137,31 @@ def _shared_cache(
         lambda: open_cache(directory, identity),
         timeout=CACHE_WAIT_S,
         what=f"the state cache {directory}",
+    )
+
+
+def _shared_frame_cache(
+    net: nn.Module,
+    corpus: SpeechCorpus,
+    part: str,
+    directory: Path,
+    identity: dict,
+    settings: ExtractSettings,
+    device: torch.device,
+) -> tuple[StateCache, FrameTargets]:
+    """The frame cache of one speech part, extracted once by rank 0 and opened by every rank."""
+    return rank_zero_first(
+        lambda: build_frame_cache(
+            net,
+            corpus.parts[part],
+            corpus.sample_rate,
+            directory,
+            identity,
+            settings.segments,
+            settings.dtype,
+            device,
+        ),
+        lambda: open_frame_cache(directory, identity),
+        timeout=CACHE_WAIT_S,
+        what=f"the frame cache {directory}",
     )

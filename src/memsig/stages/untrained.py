@@ -48,7 +48,7 @@ def untrained_signature(
     )
     sets = position_sets(parts, trained.offsets, cfg.probe.val_fraction)
     untrained_setup = dataclasses.replace(  # the signature's views (no derived heads)
-        setup, views={v: setup.views[v] for v in trained.views}, moments=parts["probe_train"].cache
+        setup, views={v: setup.views[v] for v in trained.views}
     )
     run = fit_and_test(
         untrained_setup, sets, [identity, trained.probe["config"], trained.offsets, "untrained"]

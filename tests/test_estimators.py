@@ -1,0 +1,165 @@
+"""Probes as estimators: whitening that does not amplify near-null directions, moments over
+the fit positions only."""
+
+from __future__ import annotations
+
+import functools
+
+import lightning as L
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+
+from conftest import compose_config
+from memsig.probes.baselines import class_prior, prior_code_bits
+from memsig.probes.factory import ProbeSetup, fit_and_test
+from memsig.probes.loader import PositionBatches, position_loader, targets_of
+from memsig.probes.moments import fit_moments
+from memsig.probes.multi_offset import WHITENING_SHRINKAGE, MultiOffsetProbe, whitening
+from memsig.stages.trainer import quiet_trainer
+
+
+def test_whitening_is_shrunk_and_drops_null_directions():
+    """Against a closed form: (C + s mean(eigenvalues) I)^(-1/2) on the directions with
+    variance, zero on the null direction; a rare direction (variance 1e-6 of the others) is
+    amplified at most 1/sqrt(s mean eigenvalue), not 1000x."""
+    rng = np.random.default_rng(0)
+    basis = np.linalg.qr(rng.normal(size=(4, 4)))[0]
+    values = np.array([2.0, 1.0, 1e-6, 0.0])
+    cov = (basis * values) @ basis.T
+    got = whitening(cov).double().numpy()
+    floor = WHITENING_SHRINKAGE * values[:3].mean()
+    scale = np.array([*(1 / np.sqrt(values[:3] + floor)), 0.0])
+    np.testing.assert_allclose(got, (basis * scale) @ basis.T, atol=1e-5)
+    assert np.abs(got @ basis[:, 2]).max() <= 1 / np.sqrt(floor) + 1e-3
+    np.testing.assert_allclose(got @ basis[:, 3], 0.0, atol=1e-5)
+
+
+def test_fit_moments_leave_out_rows_outside_the_fit_positions():
+    """Padding rows (all zeros, as an n-gram window before the stream's start) outside the fit
+    positions never enter the moments: the moments equal numpy's over the fit rows alone."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(500, 3)).astype(np.float32)
+    x[:4] = 0.0  # padding
+    tokens = rng.integers(0, 3, size=500)
+    positions = np.arange(10, 400)
+    data = PositionBatches({"x": x}, tokens, positions, np.array([0, 2]))
+    mean, cov = fit_moments(data, {"x": 3}, batch_size=64)
+    np.testing.assert_allclose(mean["x"], x[positions].mean(0), atol=1e-6)
+    reference = np.cov(x[positions].astype(np.float64), rowvar=False, bias=True)
+    np.testing.assert_allclose(cov["x"], reference, atol=1e-6)
+
+
+def onehot_history(n: int, vocab: int, seed: int, rare_from: int) -> tuple[np.ndarray, np.ndarray]:
+    """Tokens over `vocab` symbols (the last one only from position `rare_from` on: unseen in
+    the fit block) and a state: the last two tokens one-hot, blurred by noise, plus three
+    noise units; the first two rows are padding (all zeros), outside every position set."""
+    rng = np.random.default_rng(seed)
+    tokens = rng.choice(
+        vocab - 1, size=n, p=np.linspace(2, 1, vocab - 1) / np.linspace(2, 1, vocab - 1).sum()
+    )
+    late = rng.random(n) < 0.02
+    tokens[rare_from:][late[rare_from:]] = vocab - 1
+    eye = np.eye(vocab)
+    x = np.concatenate([eye[tokens], eye[np.roll(tokens, 1)], np.zeros((n, 3))], 1)
+    x = x + 0.6 * rng.normal(size=x.shape)
+    x[:2] = 0.0
+    return tokens, x.astype(np.float32)
+
+
+def reference_scores(x_fit, y_fit, x_val, y_val, x_test, y_test, vocab):
+    """scikit-learn LogisticRegression, C chosen on the validation block by cross-entropy;
+    symbols unseen in the fit block get the add-one prior's probability, the rest share the
+    remaining mass as scikit-learn's probabilities say (memsig's convention, prior_guard.py)."""
+    counts = np.bincount(y_fit, minlength=vocab) + 1.0
+    prior = counts / counts.sum()
+    seen = np.bincount(y_fit, minlength=vocab) > 0
+    scaler = StandardScaler().fit(x_fit)
+
+    def probabilities(model, x):
+        out = np.tile(prior, (len(x), 1))
+        out[:, seen] = model.predict_proba(scaler.transform(x)) * (1 - prior[~seen].sum())
+        return out
+
+    def xent(p, y):
+        return float(-np.log2(p[np.arange(len(y)), y]).mean())
+
+    best = None
+    for c in (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0):
+        model = LogisticRegression(C=c, max_iter=5000).fit(scaler.transform(x_fit), y_fit)
+        score = xent(probabilities(model, x_val), y_val)
+        if best is None or score < best[0]:
+            best = (score, model)
+    p = probabilities(best[1], x_test)
+    prior_val = xent(np.tile(prior, (len(y_val), 1)), y_val)
+    if best[0] > prior_val:  # the prior beats every C on validation
+        p = np.tile(prior, (len(y_test), 1))
+    return float((p.argmax(1) == y_test).mean()), xent(p, y_test)
+
+
+def test_linear_probe_matches_scikit_learn_with_c_chosen_on_validation(tmp_path):
+    """The pipeline's probe fitting (fit_and_test: fit-block whitening, L2 strengths chosen
+    on validation, prior guard) against scikit-learn on a tiny set with padding rows and a
+    symbol unseen in the fit block: accuracy within 0.01, cross-entropy within 0.03 bits."""
+    vocab, offsets = 6, [0, 1, 3]
+    tokens, x = onehot_history(6000, vocab, seed=3, rare_from=4000)
+    data = functools.partial(PositionBatches, {"x": x}, tokens, offsets=np.asarray(offsets))
+    fit, val, test = (
+        data(positions=np.arange(a, b)) for a, b in ((3, 3000), (3003, 4000), (4000, 6000))
+    )
+    cfg = compose_config(tmp_path, ["probe.max_epochs=30", "probe.batch_size=256"])
+    setup = ProbeSetup(cfg, tmp_path, {"x": x.shape[1]}, vocab, torch.device("cpu"))
+    results = fit_and_test(setup, (fit, val, test), ["sklearn"]).results
+    y = {name: targets_of(part) for name, part in (("fit", fit), ("val", val), ("test", test))}
+    for column, k in enumerate(offsets):
+        accuracy, xent = reference_scores(
+            x[fit.positions],
+            y["fit"][:, column],
+            x[val.positions],
+            y["val"][:, column],
+            x[test.positions],
+            y["test"][:, column],
+            vocab,
+        )
+        ours = float(results["accuracy"][0, column]), float(results["xent_bits"][0, column])
+        assert abs(ours[0] - accuracy) <= 0.01, (k, ours, accuracy)
+        assert abs(ours[1] - xent) <= 0.03, (k, ours, xent)
+
+
+def test_a_head_on_pure_noise_never_does_worse_than_the_prior(tmp_path):
+    """Features that hold nothing (noise, 40 units) and few fit positions: an unregularised
+    head overfits and scores well below the prior on test data; the fitted probe (L2 chosen
+    on validation, prior guard) stays within noise of it (0.01 bits, 2000 test positions)."""
+    rng = np.random.default_rng(5)
+    vocab, offsets, n = 5, [0, 2], 3000
+    tokens = rng.choice(vocab, size=n, p=[0.4, 0.3, 0.15, 0.1, 0.05])
+    x = rng.normal(size=(n, 40)).astype(np.float32)
+    data = functools.partial(PositionBatches, {"x": x}, tokens, offsets=np.asarray(offsets))
+    fit, val, test = (
+        data(positions=np.arange(a, b)) for a, b in ((2, 600), (603, 1000), (1000, n))
+    )
+    prior_bits = prior_code_bits(class_prior(targets_of(fit), vocab), targets_of(test)).mean(0)
+    cfg = compose_config(tmp_path, ["probe.max_epochs=20"])
+    setup = ProbeSetup(cfg, tmp_path, {"x": 40}, vocab, torch.device("cpu"))
+    fitted = fit_and_test(setup, (fit, val, test), ["noise"]).results["xent_bits"][0].numpy()
+    assert (prior_bits - fitted >= -0.01).all(), (prior_bits, fitted)
+
+    # the same head without L2 or the prior guard (as probes were fitted before) does fail
+    L.seed_everything(0, verbose=False)
+    bare = MultiOffsetProbe(
+        {"x": 40},
+        2,
+        vocab,
+        functools.partial(torch.optim.Adam, lr=0.01),
+        *fit_moments(fit, {"x": 40}, 256),
+    )
+    bare.warm_start(position_loader(fit, 256, shuffle=False, shard=False))
+    trainer = quiet_trainer(20)
+    trainer.fit(
+        bare,
+        position_loader(fit, 256, shuffle=True, shard=False),
+        position_loader(val, 1024, shuffle=False, shard=False),
+    )
+    trainer.test(bare, position_loader(test, 1024, shuffle=False, shard=False), verbose=False)
+    assert (prior_bits - bare.test_results["xent_bits"][0].numpy() < -0.03).any()
