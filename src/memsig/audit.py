@@ -28,7 +28,7 @@ from memsig.probes.reference import C_GRID, ReferenceScore, score_reference
 from memsig.signature import Signature
 from memsig.stages.probe_parts import cached_probe_parts, position_sets
 
-FIT_ROWS = 12000  # probe-fit (and at most as many validation) positions the reference sees
+FIT_ROWS = 16000  # probe-fit (and at most as many validation) positions the reference sees
 MAX_ACCURACY_GAP = 0.02
 MAX_XENT_GAP_BITS = 0.05
 
