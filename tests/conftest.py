@@ -145,3 +145,14 @@ def run_command(args: list[str], env: dict | None = None, timeout: int = 600):
         timeout=timeout,
         env=env,
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_lstm_run(tmp_path_factory) -> Path:
+    """A tiny default-like run (LSTM on the order-2 Markov source: views layer1.h, layer1.c,
+    logits; the probes' default epoch budget), shared by the tests that audit a finished run."""
+    from memsig.pipeline import run
+
+    run_dir = tmp_path_factory.mktemp("lstm") / "run"
+    run(compose_config(run_dir, ["probe.max_epochs=30"]))
+    return run_dir

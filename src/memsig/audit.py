@@ -28,7 +28,7 @@ from memsig.probes.reference import C_GRID, ReferenceScore, score_reference
 from memsig.signature import Signature
 from memsig.stages.probe_parts import cached_probe_parts, position_sets
 
-FIT_ROWS = 12000  # probe-fit (and at most as many validation) positions the reference sees
+FIT_ROWS = 16000  # probe-fit (and at most as many validation) positions the reference sees
 MAX_ACCURACY_GAP = 0.02
 MAX_XENT_GAP_BITS = 0.05
 
@@ -56,10 +56,21 @@ class AuditRow:
 
 
 def audit_run(
-    run_dir: Path, fit_rows: int = FIT_ROWS, seed: int = 0, grid: Sequence[float] = C_GRID
+    run_dir: Path,
+    fit_rows: int = FIT_ROWS,
+    seed: int = 0,
+    grid: Sequence[float] = C_GRID,
+    threads: int | None = 1,
 ) -> list[AuditRow]:
-    """The reference's scores next to the signature's, for every view x offset of a run."""
-    run_dir = Path(run_dir)
+    """The reference's scores next to the signature's, for every view x offset of a run.
+
+    `threads` caps the BLAS threads of the fits (None: the library's default); for matrices
+    this small one thread is fastest, and many threads on a busy machine are far slower."""
+    with threadpool_limits(threads):
+        return _audit_rows(Path(run_dir), fit_rows, seed, grid)
+
+
+def _audit_rows(run_dir: Path, fit_rows: int, seed: int, grid: Sequence[float]) -> list[AuditRow]:
     signature = Signature.load(run_dir)
     config = run_dir / "config.yaml"
     if not config.is_file():
@@ -82,17 +93,8 @@ def audit_run(
         states = [np.asarray(s.views[view][s.positions], dtype=np.float64) for s in sets]
         start = None  # each offset's C search starts at the previous offset's choice
         for j, k in enumerate(offsets):
-            reference = score_reference(
-                states[0],
-                targets[0][:, j],
-                states[1],
-                targets[1][:, j],
-                states[2],
-                targets[2][:, j],
-                num_classes,
-                grid,
-                start,
-            )
+            columns = [t[:, j] for t in targets]
+            reference = score_reference(states, columns, num_classes, grid, start)
             start = reference.c if np.isfinite(reference.c) else start
             rows.append(AuditRow(view, k, scores.accuracy[j], scores.xent_bits[j], reference))
     return rows
@@ -151,14 +153,13 @@ def command(argv: Sequence[str]) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the subsample (default 0)")
     parser.add_argument(
-        "--threads", type=int, default=None, help="BLAS threads (default: the library's)"
+        "--threads", type=int, default=1, help="BLAS threads of the fits (default 1)"
     )
     args = parser.parse_args(argv)
     if args.fit_rows < 2:
         raise MemsigError(f"--fit-rows={args.fit_rows}: the reference needs at least 2 rows")
     started = time.perf_counter()
-    with threadpool_limits(args.threads):
-        rows = audit_run(args.run_dir, args.fit_rows, args.seed)
+    rows = audit_run(args.run_dir, args.fit_rows, args.seed, threads=args.threads)
     print(format_table(rows, args.max_accuracy_gap, args.max_xent_gap))
     failed = sum(not r.passed(args.max_accuracy_gap, args.max_xent_gap) for r in rows)
     took = time.perf_counter() - started

@@ -82,18 +82,15 @@ def fit_reference(
 
 
 def score_reference(
-    x_fit: np.ndarray,
-    y_fit: np.ndarray,
-    x_val: np.ndarray,
-    y_val: np.ndarray,
-    x_test: np.ndarray,
-    y_test: np.ndarray,
+    states: Sequence[np.ndarray],
+    targets: Sequence[np.ndarray],
     num_classes: int,
     grid: Sequence[float] = C_GRID,
     start: float | None = None,
 ) -> ReferenceScore:
-    """Fit on (x_fit, y_fit), choose C on (x_val, y_val) (search from `start`), score on
-    (x_test, y_test)."""
+    """Fit on the fit block, choose C on the validation block (search from `start`), score on
+    the test block: `states` and `targets` hold the three blocks in that order."""
+    (x_fit, x_val, x_test), (y_fit, y_val, y_test) = states, targets
     scaler, model, c, converged = fit_reference(
         x_fit, y_fit, x_val, y_val, num_classes, grid, start
     )
