@@ -194,6 +194,7 @@ def test_an_added_key_that_nothing_reads_names_the_closest_key(tmp_path):
             "++data.name=x",
             "+experiment=asr_layers",
             "+hydra.job.env_set.X=1",
+            "++model.bases=4",  # `++` sets a key whether or not this model has it
         ],
         reference,
     )

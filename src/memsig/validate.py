@@ -131,22 +131,23 @@ def _is_group_choice(key: str, package: str | None) -> bool:
 
 
 def added_keys(overrides: Sequence[str]) -> list[tuple[str, str]]:
-    """(key, override) of every `+key=value` / `++key=value` override that sets a key (group
-    choices and Hydra's own settings left out)."""
+    """(key, override) of every `+key=value` override that adds a key (group choices and
+    Hydra's own settings left out). `++key=value` sets a key whether or not the config has it
+    (a sweep's setting shared by models with different keys), so it is not checked."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parsed = OverridesParser.create().parse_overrides(list(overrides))
     return [
         (o.key_or_group, text)
         for o, text in zip(parsed, overrides, strict=True)
-        if (o.is_add() or o.is_force_add())
+        if o.is_add()
         and not o.key_or_group.startswith("hydra.")
         and not _is_group_choice(o.key_or_group, o.package)
     ]
 
 
 def check_added_keys(overrides: Sequence[str], reference: DictConfig) -> None:
-    """Refuse a key added with `+`/`++` that nothing reads (a typo such as `+model.hiden=64`,
+    """Refuse a key added with `+` that nothing reads (a typo such as `+model.hiden=64`,
     which would otherwise be ignored): it must be in `reference` (the config composed without
     the added keys) or be an argument of the `_target_` that builds the node it lands in."""
     for key, override in added_keys(overrides):
