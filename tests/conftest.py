@@ -36,6 +36,14 @@ TINY = [
 ]
 # The default data (markov), shrunk: applied unless the test picks another dataset.
 TINY_MARKOV = ["data.order=2", "data.vocab_size=6", "data.branching=4", "data.num_chars=40000"]
+# a larger Markov stream whose probe parts hold most of it (conformance against scikit-learn)
+CONFORMANCE_DATA = [
+    "data.num_chars=160000",
+    "data.split.train=0.25",
+    "data.split.val=0.05",
+    "data.split.probe_train=0.45",
+    "data.split.probe_test=0.25",
+]
 
 
 # The speech experiment shrunk: a few seconds of synthetic audio, a small encoder, few epochs.
@@ -154,5 +162,5 @@ def tiny_lstm_run(tmp_path_factory) -> Path:
     from memsig.pipeline import run
 
     run_dir = tmp_path_factory.mktemp("lstm") / "run"
-    run(compose_config(run_dir, ["probe.max_epochs=30"]))
+    run(compose_config(run_dir, ["probe.max_epochs=30", *CONFORMANCE_DATA]))
     return run_dir

@@ -29,7 +29,10 @@ class EpochBatches(Sampler[list[int]]):
     the gradient of the whole batch, as in a single process. A shuffled (training) batch
     smaller than the world size is dropped (no rank may average a gradient over nothing); an
     unshuffled pass (scoring) keeps every item, and a rank may then get an empty last batch,
-    so that the ranks' sums add up to the whole pass."""
+    so that the ranks' sums add up to the whole pass.
+
+    With `passes` > 1 (shuffled items of equal length only) an epoch is that many shuffled
+    passes in a row: a small training set still gets enough optimiser steps per epoch."""
 
     def __init__(
         self,
@@ -40,8 +43,10 @@ class EpochBatches(Sampler[list[int]]):
         *,
         shard: bool,
         lengths: Sequence[int] | None = None,
+        passes: int = 1,
     ) -> None:
         self.size, self.batch_size, self.shuffle, self.seed = size, batch_size, shuffle, seed
+        self.passes = passes  # shuffled passes over the items per epoch (equal-length items)
         self.shard = shard
         self.lengths = None if lengths is None else torch.as_tensor(lengths)
         self.epoch = 0
@@ -58,13 +63,15 @@ class EpochBatches(Sampler[list[int]]):
         return self._world()[1] if self.shuffle else 1
 
     def __len__(self) -> int:
-        full, rest = divmod(self.size, self.batch_size)
+        full, rest = divmod(self.size * self.passes, self.batch_size)
         return full + (rest >= self._smallest())
 
     def _batches(self) -> list[torch.Tensor]:
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         if self.shuffle:
-            order = torch.randperm(self.size, generator=generator)
+            order = torch.cat(
+                [torch.randperm(self.size, generator=generator) for _ in range(self.passes)]
+            )
         else:
             order = torch.arange(self.size)
         if self.lengths is None:

@@ -124,7 +124,9 @@ def fit_and_test(
     trained.warm_start(position_loader(fit, batch, shuffle=False, shard=False))
     trainer.fit(
         trained,
-        position_loader(fit, batch, shuffle=True, shard=True, seed=cfg.seed),
+        position_loader(
+            fit, batch, shuffle=True, shard=True, seed=cfg.seed, min_steps=cfg.probe.min_steps
+        ),
         position_loader(val, batch, shuffle=False, shard=True),
         ckpt_path=resume_point(checkpoints, cfg.resume, inputs),
         weights_only=True,

@@ -80,12 +80,23 @@ class PositionBatches(Dataset):
 
 
 def position_loader(
-    dataset: PositionBatches, batch_size: int, shuffle: bool, *, shard: bool, seed: int = 0
+    dataset: PositionBatches,
+    batch_size: int,
+    shuffle: bool,
+    *,
+    shard: bool,
+    seed: int = 0,
+    min_steps: int = 1,
 ) -> DataLoader:
     """Whole batches are read at once (sorted positions), shuffled per epoch if asked. With
     `shard` every batch is split across DDP ranks, and whatever sums the ranks keep must be
-    reduced over them; without, every rank makes the whole pass (and reduces nothing)."""
-    sampler = EpochBatches(len(dataset), batch_size, shuffle, seed, shard=shard)
+    reduced over them; without, every rank makes the whole pass (and reduces nothing). A
+    shuffled epoch makes as many passes as it takes to reach `min_steps` batches."""
+    passes = 1
+    if shuffle:
+        per_pass = max(1, -(-len(dataset) // batch_size))
+        passes = max(1, -(-min_steps // per_pass))
+    sampler = EpochBatches(len(dataset), batch_size, shuffle, seed, shard=shard, passes=passes)
     return DataLoader(
         dataset, sampler=sampler, batch_size=None, pin_memory=torch.cuda.is_available()
     )
