@@ -165,7 +165,8 @@ def kinds_runs(tmp_path_factory):
 def test_ridge_is_within_a_few_points_of_linear_on_the_calibration_source(kinds_runs):
     """Ridge (least squares on one-hot targets) and the softmax probe agree where the source
     forces the state to hold a character (k < order) and far beyond it; at the transition
-    offsets, where the classes overlap in state space, least squares lags by up to ~10 points."""
+    offsets, where the classes overlap in state space, least squares lags by up to ~12 points
+    (and ~0.4 bits: there the softmax probe reaches scikit-learn's optimum, test_conformance)."""
     linear, ridge = kinds_runs["linear"][1], kinds_runs["ridge"][1]
     order = int(linear.data["source"]["order"])
     for view in ("layer1.h", "layer1.c"):
@@ -173,10 +174,10 @@ def test_ridge_is_within_a_few_points_of_linear_on_the_calibration_source(kinds_
         shown = (view, ridge.views[view].accuracy, linear.views[view].accuracy)
         assert np.abs(gap[:order]).max() <= 0.01, shown
         assert np.abs(gap).mean() <= 0.04, shown
-        assert np.abs(gap).max() <= 0.12, shown
+        assert np.abs(gap).max() <= 0.13, shown
         # calibrated probabilities: information close to the softmax probe's
         info = np.subtract(ridge.views[view].info_bits, linear.views[view].info_bits)
-        assert np.abs(info[:order]).max() <= 0.05 and np.abs(info).max() <= 0.35, (view, info)
+        assert np.abs(info[:order]).max() <= 0.05 and np.abs(info).max() <= 0.45, (view, info)
 
 
 @pytest.mark.parametrize("kind", ["ridge", "mlp"])

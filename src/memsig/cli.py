@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import signal
 import sys
 from itertools import takewhile
@@ -76,7 +77,13 @@ def hydra_run(cfg: DictConfig) -> float | None:
             f"hydra.run.dir={cfg.paths.output_dir} to continue where it stopped",
             file=sys.stderr,
         )
-        raise SystemExit(143) from None
+        # every file is complete or removed by now (the stages' `finally` blocks have run);
+        # the interpreter's teardown after a signal has crashed in native code (exit 134/139
+        # instead of 143), so the process ends here, its logs flushed
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(143)
     if signature is None:
         return None
     return objective(signature, cfg.objective.metric, cfg.objective.view)
