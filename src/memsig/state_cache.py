@@ -44,7 +44,9 @@ class ExtractSettings:
 @dataclass(frozen=True)
 class StateCache:
     """Cached views of one part: arrays [N, D] opened read-only, plus per-view mean and
-    covariance (float64), gathered during extraction so probes can whiten for free."""
+    covariance (float64) over every cached row, gathered during extraction. Probes whiten with
+    the moments of their fit positions instead (probes/moments.py), which leave out padding
+    and validation rows."""
 
     directory: Path
     views: dict[str, np.ndarray]
