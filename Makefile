@@ -19,13 +19,14 @@ run: $(STAMP)  ## the default experiment (model=lstm data=markov), W&B offline
 test: $(STAMP)  ## the whole test suite
 	$(PY) -m pytest -q $(ARGS)
 
-lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks run.py
-	$(VENV)/bin/ruff format --check src tests benchmarks run.py
+lint: $(STAMP)  ## ruff, and the package's layers (pyproject.toml [tool.importlinter])
+	$(VENV)/bin/ruff check src tests benchmarks scripts run.py
+	$(VENV)/bin/ruff format --check src tests benchmarks scripts run.py
+	$(VENV)/bin/lint-imports
 
 format: $(STAMP)
-	$(VENV)/bin/ruff check --fix src tests benchmarks run.py
-	$(VENV)/bin/ruff format src tests benchmarks run.py
+	$(VENV)/bin/ruff check --fix src tests benchmarks scripts run.py
+	$(VENV)/bin/ruff format src tests benchmarks scripts run.py
 
 bench: $(STAMP)  ## benchmarks/ (ratios measured side by side)
 	$(PY) benchmarks/offsets_cost.py

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from memsig.config import CONFIG_DIR
-from memsig.pipeline import run
+from memsig.config.compose import CONFIG_DIR
+from memsig.pipeline.run import run
 
 
 def config(run_dir: Path, overrides: list[str]):

@@ -12,7 +12,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from memsig.config import CONFIG_DIR, PROJECT_ROOT
+from memsig.config.compose import CONFIG_DIR, PROJECT_ROOT
 
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
 
@@ -159,7 +159,7 @@ def run_command(args: list[str], env: dict | None = None, timeout: int = 600):
 def tiny_lstm_run(tmp_path_factory) -> Path:
     """A tiny default-like run (LSTM on the order-2 Markov source: views layer1.h, layer1.c,
     logits; the probes' default epoch budget), shared by the tests that audit a finished run."""
-    from memsig.pipeline import run
+    from memsig.pipeline.run import run
 
     run_dir = tmp_path_factory.mktemp("lstm") / "run"
     run(compose_config(run_dir, ["probe.max_epochs=30", *CONFORMANCE_DATA]))

@@ -11,8 +11,8 @@ import sys
 import pytest
 
 from conftest import SHARED_DATA, TINY_SPEECH, compose_config
-from memsig.config import PROJECT_ROOT
-from memsig.pipeline import run
+from memsig.config.compose import PROJECT_ROOT
+from memsig.pipeline.run import run
 
 pytestmark = pytest.mark.skipif(
     shutil.which("espeak-ng") is None,

@@ -18,17 +18,17 @@ import hydra
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
-from memsig.config import CONFIG_DIR, in_sweep
-from memsig.errors import MemsigError, exit_with
-from memsig.objective import objective
+from memsig.config.compose import CONFIG_DIR, in_sweep
+from memsig.runtime.errors import MemsigError, exit_with
+from memsig.signature.objective import objective
 
 log = logging.getLogger("memsig")
 # first argument -> module whose command(argv) runs
 COMMANDS = {
-    "audit": "memsig.audit",
-    "compare": "memsig.char_report",
-    "compare-sweep": "memsig.sweep_report",
-    "selfcheck": "memsig.selfcheck",
+    "audit": "memsig.commands.audit",
+    "compare": "memsig.commands.compare",
+    "compare-sweep": "memsig.commands.compare_sweep",
+    "selfcheck": "memsig.commands.selfcheck",
 }
 
 
@@ -59,7 +59,7 @@ def _stop_on_sigterm(signum: int, frame: object) -> NoReturn:
 @hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base="1.3")
 def hydra_run(cfg: DictConfig) -> float | None:
     """Run the stages; returns the configured objective (the value a sweeper optimises)."""
-    from memsig.pipeline import run
+    from memsig.pipeline.run import run
 
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from memsig.errors import ConfigError
+from memsig.runtime.errors import ConfigError
 
 PARTS = ("train", "val", "probe_train", "probe_test")
 

@@ -33,7 +33,7 @@ import numpy as np
 
 from memsig.data.corpus import Corpus, split_blocks
 from memsig.data.markov import SYMBOLS
-from memsig.errors import ConfigError
+from memsig.runtime.errors import ConfigError
 
 
 def _check(vocab_size: int, num_chars: int, memory: int) -> None:

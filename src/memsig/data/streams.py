@@ -6,8 +6,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from memsig.distributed import shard
-from memsig.errors import ConfigError
+from memsig.runtime.distributed import shard
+from memsig.runtime.errors import ConfigError
 
 IGNORE = -100  # label of a step without a target (cross_entropy's default ignore_index)
 

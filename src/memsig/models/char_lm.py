@@ -13,9 +13,9 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from memsig.data.streams import IGNORE
-from memsig.errors import BASE_MODEL_FIX, check_finite_loss
 from memsig.models.recurrent import detach_state
-from memsig.units import nats_to_bits
+from memsig.runtime.errors import BASE_MODEL_FIX, check_finite_loss
+from memsig.runtime.units import nats_to_bits
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from memsig.atomic import write_atomic
-from memsig.config import build
-from memsig.errors import ConfigError, MemsigError
+from memsig.config.compose import build
+from memsig.runtime.atomic import write_atomic
+from memsig.runtime.errors import ConfigError, MemsigError
 
 FORMAT = "memsig/base@1"
 
