@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format bench clean
+.PHONY: run test test-fast lint format bench clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,9 @@ run: $(STAMP)  ## the default experiment (model=lstm data=markov), W&B offline
 
 test: $(STAMP)  ## the whole test suite
 	$(PY) -m pytest -q $(ARGS)
+
+test-fast: $(STAMP)  ## the tests not marked slow: the edit-test loop (under 2 minutes)
+	$(PY) -m pytest -q -m "not slow" $(ARGS)
 
 lint: $(STAMP)  ## ruff, and the package's layers (pyproject.toml [tool.importlinter])
 	$(VENV)/bin/ruff check src tests benchmarks scripts run.py

@@ -15,7 +15,7 @@ IGNORE = -100  # label of a step without a target (cross_entropy's default ignor
 class StreamChunks(Dataset):
     """Item i is chunk i of `rows` parallel streams: inputs and their labels, [rows, T].
 
-    The label at step t is the token at offset `target` (probes/offsets.py): -1 the next token
+    The label at step t is the token at offset `target` (extraction/offsets.py): -1 the next token
     (language modelling), d >= 0 the input d steps back (delayed copy; IGNORE in a row's first
     d steps, whose source the row's model has not read).
     The stream is cut into `rows` contiguous pieces (one per batch row) and read left to right,

@@ -8,6 +8,8 @@ pass keeps per-document sums, so each replicate is one weighted sum: resampling 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 from omegaconf import DictConfig
@@ -18,6 +20,9 @@ from memsig.probes.fit import Sets
 from memsig.runtime.errors import ConfigError
 from memsig.runtime.units import nats_to_bits
 from memsig.signature.record import Signature, capacity, half_life, json_number
+
+if TYPE_CHECKING:  # the context module imports the measures' types
+    from memsig.measures.context import MeasureContext
 
 
 def document_ids(positions: np.ndarray, block_chars: int) -> np.ndarray:
@@ -150,3 +155,19 @@ def bootstrap_intervals(
         "documents": len(count),
         "views": views,
     }
+
+
+def measure(context: MeasureContext) -> dict:
+    """`intervals` (probe.bootstrap.resamples > 0): bootstrap intervals over the test
+    documents, selectivity's too when the control task ran before."""
+    if context.documents is None:
+        return {}
+    record = intervals_record(
+        context.cfg,
+        context.signature,
+        context.sets,
+        context.documents,
+        context.fitted.results,
+        context.shared.get("control"),
+    )
+    return {"intervals": record}

@@ -20,6 +20,7 @@ view is the plain information of the signature.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -27,6 +28,9 @@ import torch
 from memsig.extraction.loader import Batch, PositionBatches
 from memsig.extraction.offsets import input_windows
 from memsig.signature.record import capacity
+
+if TYPE_CHECKING:  # the context module imports the measures' types
+    from memsig.measures.context import MeasureContext
 
 
 def context_view(m: int) -> str:
@@ -129,3 +133,14 @@ class Conditioning:
                 "capacity_beyond_context": capacity(offsets, beyond, prior_entropy_bits),
             }
         return {"condition_on": self.m, "context": context, "views": views}
+
+
+def measure(context: MeasureContext) -> dict:
+    """`conditional_memory` (probe.condition_on): memory beyond the last m inputs."""
+    conditioning, signature = context.conditioning, context.signature
+    if conditioning.m is None:
+        return {}
+    record = conditioning.record(
+        context.fitted.probe.views, context.fitted.results, signature.offsets, signature.baseline
+    )
+    return {"conditional_memory": record}

@@ -14,6 +14,8 @@ these labels; its record gives the control accuracy and selectivity per view x o
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 
@@ -21,6 +23,9 @@ from memsig.extraction.loader import PositionBatches, targets_of
 from memsig.probes.baselines import class_prior, prior_baselines
 from memsig.probes.fit import FittedProbe, ProbeSetup, Sets, fit_and_test
 from memsig.signature.record import Signature
+
+if TYPE_CHECKING:  # the context module imports the measures' types
+    from memsig.measures.context import MeasureContext
 
 
 def control_labels(train_targets: np.ndarray, num_classes: int, seed: int) -> np.ndarray:
@@ -76,3 +81,15 @@ def control_record(
         "baseline": {"majority_accuracy": control_majority.tolist()},
         "views": views,
     }
+
+
+def measure(context: MeasureContext) -> dict:
+    """`control` (probe.control): the control task's record; its probe's per-document sums
+    are left for the selectivity intervals."""
+    if not context.cfg.probe.control:
+        return {}
+    record, probe = control_task(
+        context.setup, context.sets, context.key, context.documents, context.signature
+    )
+    context.shared["control"] = probe.results
+    return {"control": record}

@@ -22,6 +22,7 @@ probable symbol.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -29,6 +30,9 @@ from memsig.extraction.offsets import input_windows, offset_targets
 from memsig.models.ngram import MAX_ID
 from memsig.probes.baselines import class_prior
 from memsig.runtime.errors import ConfigError
+
+if TYPE_CHECKING:  # the context module imports the measures' types
+    from memsig.measures.context import MeasureContext
 
 # smoothing strengths tried on the validation block, besides infinity (the shorter window alone)
 ALPHAS = 2.0 ** np.arange(-8, 15, 2)
@@ -128,3 +132,22 @@ def local_context_reference(
         info = [p - x for p, x in zip(prior_entropy_bits, xent, strict=True)]
         out[str(m)] = {"accuracy": accuracy, "xent_bits": xent, "info_bits": info}
     return out
+
+
+def measure(context: MeasureContext) -> dict:
+    """`local_context` (probe.reference_orders): the smoothed n-gram reference per window."""
+    orders = list(context.cfg.probe.reference_orders)
+    if not orders:
+        return {}
+    fit, val, test = context.sets
+    parts, signature = context.corpus.parts, context.signature
+    record = local_context_reference(
+        parts["probe_train"],
+        parts["probe_test"],
+        (fit.positions, val.positions, test.positions),
+        signature.offsets,
+        orders,
+        len(context.corpus.vocab),
+        signature.baseline["prior_entropy_bits"],
+    )
+    return {"local_context": record}

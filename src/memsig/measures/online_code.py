@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from memsig.extraction.loader import PositionBatches
 from memsig.probes.fit import ProbeSetup, fit_and_test
 from memsig.runtime.errors import ConfigError
+
+if TYPE_CHECKING:  # the context module imports the measures' types
+    from memsig.measures.context import MeasureContext
 
 
 def block_ends(positions: int, schedule: Sequence[float]) -> list[int]:
@@ -82,3 +86,11 @@ def online_code(
             for i, v in enumerate(setup.views)
         },
     }
+
+
+def measure(context: MeasureContext) -> dict:
+    """`mdl` (probe.mdl): the online code length per view x offset."""
+    if not context.cfg.probe.mdl:
+        return {}
+    fit, val, _ = context.sets
+    return {"mdl": online_code(context.setup, (fit, val), context.key)}

@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-
-import lightning as L
+from typing import TYPE_CHECKING
 
 from memsig.data.corpus import Corpus
 from memsig.extraction.probe_parts import position_sets, probe_parts
 from memsig.extraction.state_cache import ExtractSettings
-from memsig.models.checkpoint import build_network
+from memsig.models.checkpoint import initial_network
 from memsig.models.factorized import with_basis_ablations
 from memsig.probes.fit import ProbeSetup, fit_and_test
 from memsig.runtime.distributed import is_rank_zero
 from memsig.signature.record import Signature, view_scores
 from memsig.signature.summary import summarise
+
+if TYPE_CHECKING:  # the context module imports the measures' types
+    from memsig.measures.context import MeasureContext
 
 
 def untrained_signature(
@@ -30,9 +32,8 @@ def untrained_signature(
     """Probe the network initialised as base training initialises it (from `seed`); its own
     signature goes to untrained/, its views into the trained signature's `untrained` key."""
     cfg = setup.cfg
-    L.seed_everything(cfg.seed, verbose=False)
     net = with_basis_ablations(
-        build_network(payload["model"], len(payload["vocab"])).eval(),
+        initial_network(payload["model"], len(payload["vocab"]), cfg.seed).eval(),
         cfg.probe.get("ablate_bases", False),
     ).to(setup.device)
     identity = {
@@ -73,3 +74,18 @@ def untrained_signature(
         "path": "untrained/signature.json",
         "views": {v: vars(s).copy() for v, s in signature.views.items()},
     }
+
+
+def measure(context: MeasureContext) -> dict:
+    """`untrained` (probe.untrained_baseline): the untrained network's views."""
+    if not context.cfg.probe.untrained_baseline:
+        return {}
+    record = untrained_signature(
+        context.setup,
+        context.corpus,
+        context.run_dir,
+        context.payload,
+        context.identity,
+        context.signature,
+    )
+    return {"untrained": record}

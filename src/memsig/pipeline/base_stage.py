@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from memsig.data.streams import stream_loader
 from memsig.extraction.state_cache import ExtractSettings
 from memsig.models.char_lm import CharLM
-from memsig.models.checkpoint import build_network
+from memsig.models.checkpoint import build_network, initial_network
 from memsig.models.ngram import bits_per_char
 from memsig.pipeline.ctc_stage import train_ctc
 from memsig.pipeline.plan import Plan, optional_list
@@ -29,14 +29,9 @@ def train_base(cfg: DictConfig, plan: Plan, loggers: list) -> Path:
         return train_ctc(cfg, plan, loggers)
     corpus, training = plan.corpus, cfg.model.training
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-    net = build_network(model_cfg, len(corpus.vocab))
+    net = initial_network(model_cfg, len(corpus.vocab), cfg.seed)
     lm = CharLM(
-        net,
-        instantiate(cfg.model.optimizer),
-        list(corpus.vocab),
-        corpus.unit,
-        corpus.target,
-        compile=cfg.get("compile", False),
+        net, instantiate(cfg.model.optimizer), corpus.target, compile=cfg.get("compile", False)
     )
     # rows split across DDP ranks; val/bpc is a metric summed over them
     rows, bptt, target = training.batch_size, training.bptt, corpus.target

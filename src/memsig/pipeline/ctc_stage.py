@@ -13,7 +13,7 @@ from torchmetrics.text import CharErrorRate, WordErrorRate
 from memsig.data.speech import SpeechCorpus, Utterance
 from memsig.data.utterances import utterance_loader
 from memsig.models.asr import CTCSystem
-from memsig.models.checkpoint import build_network
+from memsig.models.checkpoint import initial_network
 from memsig.pipeline.plan import Plan
 from memsig.pipeline.training import fit_best, publish_checkpoint
 
@@ -43,7 +43,7 @@ def train_ctc(cfg: DictConfig, plan: Plan, loggers: list) -> Path:
     corpus: SpeechCorpus = plan.corpus
     training = cfg.model.training
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-    net = build_network(model_cfg, len(corpus.vocab))
+    net = initial_network(model_cfg, len(corpus.vocab), cfg.seed)
     augment = instantiate(cfg.model.augment) if cfg.model.get("augment") else None
     system = CTCSystem(net, instantiate(cfg.model.optimizer), corpus.vocab, augment)
     rate, batch = corpus.sample_rate, training.batch_size

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from memsig.config.compose import build, in_sweep
@@ -59,41 +60,13 @@ def prepare(cfg: DictConfig) -> Plan:
     run_dir.mkdir(parents=True, exist_ok=True)
     offsets = resolve_offsets(optional_list(cfg.probe.offsets), cfg.probe.max_offset)
     corpus: Corpus | SpeechCorpus = build(cfg.data)
-    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     if cfg.model.get("fit") == "counts" and corpus.target != -1:
         raise ConfigError(
             f"model={cfg.model.name} is a count language model and cannot learn "
             f"data={corpus.name}'s target (the input {corpus.target} steps back): "
             "train a neural model on it, e.g. model=gru"
         )
-    inputs = base_inputs(model_cfg, cfg.seed, corpus)
-    if cfg.base_ckpt is not None:
-        base_ckpt, reuse = Path(cfg.base_ckpt).expanduser().resolve(), True
-        if cfg.stage == "base":
-            raise ConfigError(
-                "stage=base trains a new model: drop base_ckpt, or use stage=signature"
-            )
-        payload = load_base_checkpoint(base_ckpt)
-        _use_checkpoint_model(cfg, payload, base_ckpt)
-        inputs = recorded_inputs(payload)
-    else:
-        base_ckpt = run_dir / "checkpoints" / "base.ckpt"
-        reuse = base_ckpt.is_file()
-        if cfg.stage == "signature" and not reuse:
-            raise ConfigError(
-                f"stage=signature needs a trained model: set base_ckpt=PATH/checkpoints/base.ckpt "
-                f"(none found in {run_dir})"
-            )
-        payload = load_base_checkpoint(base_ckpt) if reuse else None
-        if payload is not None:
-            recorded = recorded_inputs(payload)
-            changed = differences(recorded, {k: inputs[k] for k in recorded})
-            if changed:
-                raise ConfigError(
-                    f"{run_dir} already holds a base model made from other inputs "
-                    f"({'; '.join(changed)}): start a new run dir (hydra.run.dir=...), probe "
-                    f"that model from one with base_ckpt={base_ckpt}, or delete its checkpoints/"
-                )
+    base_ckpt, reuse, payload, inputs = _base_checkpoint(cfg, run_dir, corpus)
     if payload is not None and list(payload["vocab"]) != list(corpus.vocab):
         raise ConfigError(
             f"the vocabulary of {base_ckpt} ({len(payload['vocab'])} symbols) differs from "
@@ -103,27 +76,10 @@ def prepare(cfg: DictConfig) -> Plan:
     net = (
         restore_network(payload)
         if payload is not None
-        else build_network(model_cfg, len(corpus.vocab))
+        else build_network(OmegaConf.to_container(cfg.model, resolve=True), len(corpus.vocab))
     )
-    ablate = cfg.probe.get("ablate_bases", False)
-    views = probe_views(with_basis_ablations(net, ablate).view_dims, optional_list(cfg.probe.views))
-    check_objective(cfg.objective.metric, cfg.objective.view, list(views))
-    check_orders(cfg.probe.reference_orders, len(corpus.vocab))
-    classes = len(corpus.vocab)
-    # a trained probe has one head per offset and L2 strength; ridge one per offset
-    heads = len(offsets) * (1 if cfg.probe.kind == "ridge" else len(cfg.probe.l2))
-    check_vocabulary(classes, cfg.max_vocab, corpus.name, views, heads, cfg.probe.batch_size)
     trains_base = cfg.stage != "signature" and not reuse
-    probes = cfg.stage != "base"
-    check_disk_for_run(
-        run_dir,
-        sum(p.numel() for p in net.parameters()) if trains_base else None,
-        views if probes else {},
-        heads,
-        classes,
-        _cached_positions(corpus) if probes else 0,
-        np.dtype(cfg.probe.extract.dtype).itemsize,
-    )
+    _check_probes(cfg, run_dir, corpus, net, offsets, trains_base)
     if isinstance(corpus, SpeechCorpus):
         if cfg.probe.get("condition_on") is not None:
             raise ConfigError(
@@ -141,6 +97,72 @@ def prepare(cfg: DictConfig) -> Plan:
             )
     _check_reliability_options(cfg, corpus, offsets)
     return Plan(run_dir, corpus, cfg.stage, base_ckpt, reuse, offsets, inputs)
+
+
+def _base_checkpoint(
+    cfg: DictConfig, run_dir: Path, corpus: Corpus | SpeechCorpus
+) -> tuple[Path, bool, dict | None, dict]:
+    """The base checkpoint the run probes (`base_ckpt`, or the run dir's own), whether it is
+    reused rather than trained, its payload when there is one, and the base inputs (the
+    checkpoint's when given; a run dir's must match the config's)."""
+    inputs = base_inputs(OmegaConf.to_container(cfg.model, resolve=True), cfg.seed, corpus)
+    if cfg.base_ckpt is not None:
+        base_ckpt = Path(cfg.base_ckpt).expanduser().resolve()
+        if cfg.stage == "base":
+            raise ConfigError(
+                "stage=base trains a new model: drop base_ckpt, or use stage=signature"
+            )
+        payload = load_base_checkpoint(base_ckpt)
+        _use_checkpoint_model(cfg, payload, base_ckpt)
+        return base_ckpt, True, payload, recorded_inputs(payload)
+    base_ckpt = run_dir / "checkpoints" / "base.ckpt"
+    reuse = base_ckpt.is_file()
+    if cfg.stage == "signature" and not reuse:
+        raise ConfigError(
+            f"stage=signature needs a trained model: set base_ckpt=PATH/checkpoints/base.ckpt "
+            f"(none found in {run_dir})"
+        )
+    payload = load_base_checkpoint(base_ckpt) if reuse else None
+    if payload is not None:
+        recorded = recorded_inputs(payload)
+        changed = differences(recorded, {k: inputs[k] for k in recorded})
+        if changed:
+            raise ConfigError(
+                f"{run_dir} already holds a base model made from other inputs "
+                f"({'; '.join(changed)}): start a new run dir (hydra.run.dir=...), probe "
+                f"that model from one with base_ckpt={base_ckpt}, or delete its checkpoints/"
+            )
+    return base_ckpt, reuse, payload, inputs
+
+
+def _check_probes(
+    cfg: DictConfig,
+    run_dir: Path,
+    corpus: Corpus | SpeechCorpus,
+    net: torch.nn.Module,
+    offsets: list[int],
+    trains_base: bool,
+) -> None:
+    """The probed views exist, the objective names one of them, and the probes' memory and
+    the run's disk needs fit this machine."""
+    ablate = cfg.probe.get("ablate_bases", False)
+    views = probe_views(with_basis_ablations(net, ablate).view_dims, optional_list(cfg.probe.views))
+    check_objective(cfg.objective.metric, cfg.objective.view, list(views))
+    check_orders(cfg.probe.reference_orders, len(corpus.vocab))
+    classes = len(corpus.vocab)
+    # a trained kind has one head per offset and L2 strength; a closed-form one per offset
+    heads = len(offsets) * len(cfg.probe.get("l2", [None]))
+    check_vocabulary(classes, cfg.max_vocab, corpus.name, views, heads, cfg.probe.batch_size)
+    probes = cfg.stage != "base"
+    check_disk_for_run(
+        run_dir,
+        sum(p.numel() for p in net.parameters()) if trains_base else None,
+        views if probes else {},
+        heads,
+        classes,
+        _cached_positions(corpus) if probes else 0,
+        np.dtype(cfg.probe.extract.dtype).itemsize,
+    )
 
 
 def base_inputs(model_cfg: dict, seed: int, corpus: Corpus | SpeechCorpus) -> dict:

@@ -1,6 +1,6 @@
-"""Signature stage: extract states once, fit every view x offset probe together, score,
-save and log the signature; the optional extras (control task, untrained baseline, online
-code, bootstrap intervals) come from their own modules."""
+"""Signature stage: extract states once, fit every view x offset probe together and score
+them; then every configured measure (control task, untrained baseline, online code, bootstrap
+intervals, ...: `measures` in the config) adds its record; save and log the signature."""
 
 from __future__ import annotations
 
@@ -13,12 +13,9 @@ from omegaconf import DictConfig, OmegaConf
 from memsig.extraction.loader import targets_of
 from memsig.extraction.probe_parts import position_sets, probe_parts
 from memsig.extraction.state_cache import ExtractSettings
-from memsig.measures.bootstrap import intervals_record, test_documents
+from memsig.measures.bootstrap import test_documents
 from memsig.measures.conditioning import Conditioning
-from memsig.measures.control import control_task
-from memsig.measures.local_context import local_context_reference
-from memsig.measures.online_code import online_code
-from memsig.measures.untrained import untrained_signature
+from memsig.measures.context import MeasureContext, configured_measures
 from memsig.models.checkpoint import (
     checkpoint_target,
     file_digest,
@@ -28,7 +25,7 @@ from memsig.models.checkpoint import (
 from memsig.models.factorized import with_basis_ablations
 from memsig.pipeline.plan import Plan, optional_list
 from memsig.probes.baselines import prior_baselines
-from memsig.probes.fit import ProbeSetup, fit_and_test
+from memsig.probes.fit import FittedProbe, ProbeSetup, fit_and_test
 from memsig.probes.multi_offset import probe_views
 from memsig.reports.bases import basis_divergence, write_basis_report
 from memsig.reports.chars import character_record, save_chars
@@ -46,20 +43,41 @@ log = logging.getLogger(__name__)
 
 
 def signature_stage(cfg: DictConfig, plan: Plan, loggers: list) -> Signature:
-    """Extract states once, train every view x offset probe together, score, save, log."""
-    probe_cfg = OmegaConf.to_container(cfg.probe, resolve=True)
-    checkpoint_id = file_digest(plan.base_ckpt)
-    corpus, offsets = plan.corpus, plan.offsets
-    inputs = {
-        "checkpoint_sha256": checkpoint_id,
-        "data_sha256": corpus.fingerprint(),
-        "seed": cfg.seed,
-        "probe": probe_cfg,
-    }
+    """Extract states once, train every view x offset probe together, score; add every
+    configured measure, the summary and the health record; save and log."""
+    inputs = signature_inputs(cfg, plan)
     previous = _complete_signature(plan.run_dir, inputs)
     if previous is not None:
         return previous
+    context = probe_signature(cfg, plan, loggers, inputs)
+    signature = context.signature
+    for measure in configured_measures(cfg.measures):
+        signature.extra.update(measure(context))
+    signature.extra["summary"] = summarise(signature)
+    fit_positions = len(context.sets[0])
+    signature.extra["health"] = health_record(signature, fit_positions, context.setup.num_classes)
+    signature.extra.update(basis_divergence(signature))
+    if is_rank_zero():
+        _save_outputs(signature, _characters(context), plan, loggers)
+        warning = health_warning(signature.extra["health"])
+        if warning:
+            log.warning(warning)
+    return signature
 
+
+def signature_inputs(cfg: DictConfig, plan: Plan) -> dict:
+    """What a signature is made from: a rerun with other inputs computes it again."""
+    return {
+        "checkpoint_sha256": file_digest(plan.base_ckpt),
+        "data_sha256": plan.corpus.fingerprint(),
+        "seed": cfg.seed,
+        "probe": OmegaConf.to_container(cfg.probe, resolve=True),
+    }
+
+
+def probe_signature(cfg: DictConfig, plan: Plan, loggers: list, inputs: dict) -> MeasureContext:
+    """Extract the probed views of the base model over the probe parts (cached), fit and test
+    the configured probe kind on them: the signature's scores, and what the measures read."""
     payload = load_base_checkpoint(plan.base_ckpt)
     net = with_basis_ablations(restore_network(payload), cfg.probe.get("ablate_bases", False))
     device = _extraction_device(cfg)
@@ -67,37 +85,53 @@ def signature_stage(cfg: DictConfig, plan: Plan, loggers: list) -> Signature:
     views = probe_views(net.view_dims, optional_list(cfg.probe.views))
     settings = ExtractSettings(**cfg.probe.extract)
     identity = {
-        "checkpoint_sha256": checkpoint_id,
+        "checkpoint_sha256": inputs["checkpoint_sha256"],
         "data": inputs["data_sha256"],
         "views": views,
         "dtype": settings.dtype,
         "settings": vars(settings),
     }
+    corpus, offsets = plan.corpus, plan.offsets
     parts = probe_parts(net, corpus, identity, settings, offsets, plan.run_dir / "cache", device)
     num_classes = len(corpus.vocab)
     conditioning = Conditioning(cfg.probe.get("condition_on"), views, num_classes)
     sets = tuple(map(conditioning.batches, position_sets(parts, offsets, cfg.probe.val_fraction)))
-    fit, val, test = sets
     setup = ProbeSetup(cfg, plan.run_dir, conditioning.probe_dims, num_classes, device)
-    documents = test_documents(cfg, test, parts["probe_test"].blocks)
-    probe_key = [identity, probe_cfg, offsets]
-    fitted = fit_and_test(setup, sets, probe_key, loggers, documents)
-    chars = None
-    if corpus.unit == "char":
-        chars = character_record(
-            fitted.probe, test, corpus.vocab, cfg.probe.passage_chars, cfg.probe.batch_size
-        )
+    documents = test_documents(cfg, sets[2], parts["probe_test"].blocks)
+    key = [identity, inputs["probe"], offsets]
+    fitted = fit_and_test(setup, sets, key, loggers, documents)
+    model = {
+        "name": payload["model"]["name"],
+        "params": sum(p.numel() for p in net.parameters()),
+        "checkpoint": str(plan.base_ckpt),
+        "checkpoint_sha256": inputs["checkpoint_sha256"],
+        "target": checkpoint_target(payload),
+        "metrics": dict(payload["metrics"]),
+    }
+    signature = scored_signature(cfg, plan, inputs, model, parts, sets, views, fitted)
+    return MeasureContext(
+        cfg, setup, sets, key, documents, fitted, signature, corpus, plan.run_dir,
+        payload, identity, conditioning,
+    )  # fmt: skip
 
-    baseline = prior_baselines(targets_of(fit), targets_of(test), num_classes)
-    signature = Signature(
-        model={
-            "name": payload["model"]["name"],
-            "params": sum(p.numel() for p in net.parameters()),
-            "checkpoint": str(plan.base_ckpt),
-            "checkpoint_sha256": checkpoint_id,
-            "target": checkpoint_target(payload),
-            "metrics": dict(payload["metrics"]),
-        },
+
+def scored_signature(
+    cfg: DictConfig,
+    plan: Plan,
+    inputs: dict,
+    model: dict,
+    parts: dict,
+    sets: tuple,
+    views: dict[str, int],
+    fitted: FittedProbe,
+) -> Signature:
+    """The signature record of a tested probe: `model` as recorded, the data, the probe, the
+    baselines and the scores of every view x offset."""
+    corpus, offsets = plan.corpus, plan.offsets
+    fit, _, test = sets
+    baseline = prior_baselines(targets_of(fit), targets_of(test), len(corpus.vocab))
+    return Signature(
+        model=model,
         data={
             "name": corpus.name,
             "unit": corpus.unit,
@@ -113,51 +147,26 @@ def signature_stage(cfg: DictConfig, plan: Plan, loggers: list) -> Signature:
             "kind": cfg.probe.kind,
             "epochs": fitted.epochs,
             "seed": cfg.seed,
-            "config": probe_cfg,
+            "config": inputs["probe"],
             **fitted.record,
         },
         offsets=list(offsets),
         baseline=baseline,
         views=view_scores(views, offsets, fitted.results, baseline),
     )
-    control = None
-    if cfg.probe.control:
-        signature.extra["control"], control = control_task(
-            setup, sets, probe_key, documents, signature
-        )
-    if cfg.probe.untrained_baseline:
-        signature.extra["untrained"] = untrained_signature(
-            setup, corpus, plan.run_dir, payload, identity, signature
-        )
-    if cfg.probe.mdl:
-        signature.extra["mdl"] = online_code(setup, (fit, val), probe_key)
-    if documents is not None:
-        signature.extra["intervals"] = intervals_record(
-            cfg, signature, sets, documents, fitted.results, control and control.results
-        )
-    signature.extra["summary"] = summarise(signature)
-    signature.extra["health"] = health_record(signature, len(fit), num_classes)
-    signature.extra.update(basis_divergence(signature))
-    if cfg.probe.reference_orders:
-        signature.extra["local_context"] = local_context_reference(
-            corpus.parts["probe_train"],
-            corpus.parts["probe_test"],
-            (fit.positions, val.positions, test.positions),
-            offsets,
-            list(cfg.probe.reference_orders),
-            len(corpus.vocab),
-            baseline["prior_entropy_bits"],
-        )
-    if conditioning.m is not None:
-        signature.extra["conditional_memory"] = conditioning.record(
-            fitted.probe.views, fitted.results, offsets, baseline
-        )
-    if is_rank_zero():
-        _save_outputs(signature, chars, plan, loggers)
-        warning = health_warning(signature.extra["health"])
-        if warning:
-            log.warning(warning)
-    return signature
+
+
+def _characters(context: MeasureContext) -> dict | None:
+    """chars.json's record (character corpora only): per-class accuracy and a passage's
+    recall under the signature's probe."""
+    if context.corpus.unit != "char":
+        return None
+    probe = context.cfg.probe
+    test = context.sets[2]
+    vocab = context.corpus.vocab
+    return character_record(
+        context.fitted.probe, test, vocab, probe.passage_chars, probe.batch_size
+    )
 
 
 def _save_outputs(signature: Signature, chars: dict | None, plan: Plan, loggers: list) -> None:

@@ -17,9 +17,8 @@ from lightning.pytorch.callbacks import EarlyStopping
 from omegaconf import DictConfig
 
 from memsig.extraction.loader import PositionBatches, position_loader, targets_of
-from memsig.probes.mlp import MLPProbe
 from memsig.probes.moments import fit_moments
-from memsig.probes.multi_offset import FusedProbe, MultiOffsetProbe
+from memsig.probes.multi_offset import FusedProbe
 from memsig.probes.prior_guard import PriorGuard
 from memsig.probes.ridge import RidgeProbe
 from memsig.runtime.faults import fault_point
@@ -66,49 +65,66 @@ def fit_and_test(
 ) -> FittedProbe:
     """Fit the configured probe kind on sets = (fit, val, test) and score it on test; with
     `documents` (the document of every test row), the test scores are also summed per
-    document. `key` names the run's resume checkpoints."""
-    cfg, (fit, val, test) = setup.cfg, sets
-    num_offsets, batch = len(fit.offsets), cfg.probe.batch_size
-    moments = fit_moments(fit, setup.views, batch)
+    document. `key` names the run's resume checkpoints.
+
+    The kind is the class that `probe.<kind>` names (`_target_`, with the kind's own keys);
+    the kinds trained by gradient descent (FusedProbe's) also take the trained kinds' keys."""
+    cfg, (fit, val, _) = setup.cfg, sets
+    build = instantiate(cfg.probe[cfg.probe.kind])  # the kind's class, its own keys bound
+    mean, cov = fit_moments(fit, setup.views, cfg.probe.batch_size)
     guard = PriorGuard(len(setup.views), setup.num_classes, targets_of(fit), targets_of(val))
+    shared = {
+        "view_dims": setup.views,
+        "num_offsets": len(fit.offsets),
+        "num_classes": setup.num_classes,
+        "mean": mean,
+        "cov": cov,
+        "guard": guard,
+    }
     # the same probe whether or not the base model was trained in this process
     L.seed_everything(cfg.seed, verbose=False)
-    if cfg.probe.kind == "ridge":
-        probe = RidgeProbe(
-            setup.views,
-            num_offsets,
-            setup.num_classes,
-            *moments,
-            list(cfg.probe.ridge.strengths),
-            guard=guard,
-        ).to(setup.device)
-        # closed form: each rank sums its share of every pass, the sums are added over the
-        # ranks, and every rank solves the same system
-        probe.fit(
-            position_loader(fit, batch, shuffle=False, shard=True),
-            position_loader(val, batch, shuffle=False, shard=True),
-        )
-        if documents is not None:
-            probe.keep_document_sums(documents)
-        probe.test(position_loader(test, batch, shuffle=False, shard=True))
-        record = {
-            name: {v: getattr(probe, name)[i].tolist() for i, v in enumerate(probe.views)}
-            for name in ("strength", "temperature")
-        }
-        return FittedProbe(probe, 0, {"ridge": record, **prior_record(probe)})
+    if not issubclass(build.func, FusedProbe):
+        return _solve(build(**shared).to(setup.device), sets, cfg.probe.batch_size, documents)
+    trained = build(
+        **shared,
+        optimizer=instantiate(cfg.probe.optimizer),
+        strengths=list(cfg.probe.l2),
+        min_delta=cfg.probe.min_delta,
+        lr_decay=cfg.probe.lr_decay,
+    )
+    return _train(trained, setup, sets, key, loggers, documents)
 
-    args = (setup.views, num_offsets, setup.num_classes, instantiate(cfg.probe.optimizer))
-    options = {
-        "strengths": list(cfg.probe.l2),
-        "guard": guard,
-        "min_delta": cfg.probe.min_delta,
-        "lr_decay": cfg.probe.lr_decay,
+
+def _solve(probe: RidgeProbe, sets: Sets, batch: int, documents: np.ndarray | None) -> FittedProbe:
+    """A closed-form kind: each rank sums its share of every pass, the sums are added over
+    the ranks, and every rank solves the same system."""
+    fit, val, test = sets
+    probe.fit(
+        position_loader(fit, batch, shuffle=False, shard=True),
+        position_loader(val, batch, shuffle=False, shard=True),
+    )
+    if documents is not None:
+        probe.keep_document_sums(documents)
+    probe.test(position_loader(test, batch, shuffle=False, shard=True))
+    record = {
+        name: {v: getattr(probe, name)[i].tolist() for i, v in enumerate(probe.views)}
+        for name in ("strength", "temperature")
     }
-    if cfg.probe.kind == "mlp":
-        trained: FusedProbe = MLPProbe(*args, *moments, hidden=cfg.probe.mlp.hidden, **options)
-    else:
-        trained = MultiOffsetProbe(*args, *moments, **options)
-    # stop once no view x offset has beaten its best by min_delta for `patience` epochs
+    return FittedProbe(probe, 0, {"ridge": record, **prior_record(probe)})
+
+
+def _train(
+    trained: FusedProbe,
+    setup: ProbeSetup,
+    sets: Sets,
+    key: list,
+    loggers: list | None,
+    documents: np.ndarray | None,
+) -> FittedProbe:
+    """A kind trained by gradient descent: warm start, then epochs until no view x offset has
+    beaten its best by min_delta for `patience` epochs (resumable), then the test pass."""
+    cfg, (fit, val, test) = setup.cfg, sets
+    batch = cfg.probe.batch_size
     stop = EarlyStopping(monitor="probe/val/improvements", mode="max", patience=cfg.probe.patience)
     inputs = {"key": key, "seed": cfg.seed}  # what the fit is made from
     digest = hashlib.sha256(json.dumps(key).encode() + b"%d" % cfg.seed).hexdigest()
