@@ -16,6 +16,7 @@ from memsig.data.corpus import Corpus
 from memsig.data.speech import SpeechCorpus
 from memsig.extraction.offsets import resolve_offsets, valid_positions
 from memsig.measures.bootstrap import check_documents, document_ids
+from memsig.measures.context import configured_measures
 from memsig.measures.local_context import check_orders
 from memsig.measures.online_code import block_ends
 from memsig.models.checkpoint import (
@@ -148,6 +149,7 @@ def _check_probes(
     ablate = cfg.probe.get("ablate_bases", False)
     views = probe_views(with_basis_ablations(net, ablate).view_dims, optional_list(cfg.probe.views))
     check_objective(cfg.objective.metric, cfg.objective.view, list(views))
+    configured_measures(cfg.measures)  # every measure named can be imported
     check_orders(cfg.probe.reference_orders, len(corpus.vocab))
     classes = len(corpus.vocab)
     # a trained kind has one head per offset and L2 strength; a closed-form one per offset
