@@ -12,8 +12,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from memsig.config.compose import CONFIG_DIR, PROJECT_ROOT
+from memsig.config.compose import CONFIG_DIR
 
+PROJECT_ROOT = Path(__file__).resolve().parents[1]  # the checkout: run.py, scripts/
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
 
 # A small LM and probe that still learn an order-2 Markov source in seconds.

@@ -13,10 +13,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 import memsig.config.compose
-from conftest import TINY, TINY_MARKOV
+from conftest import PROJECT_ROOT, TINY, TINY_MARKOV
 from memsig.cli import main
 from memsig.commands.compare import compare_chars
-from memsig.config.compose import PROJECT_ROOT
 from memsig.pipeline.run import run
 from memsig.reports.chars import CLASSES, class_members, load_chars
 from memsig.runtime.errors import MemsigError

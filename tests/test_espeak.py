@@ -10,8 +10,7 @@ import sys
 
 import pytest
 
-from conftest import SHARED_DATA, TINY_SPEECH, compose_config
-from memsig.config.compose import PROJECT_ROOT
+from conftest import PROJECT_ROOT, SHARED_DATA, TINY_SPEECH, compose_config
 from memsig.pipeline.run import run
 
 pytestmark = pytest.mark.skipif(

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY, TINY_MARKOV, compose_config
-from memsig.config.compose import PROJECT_ROOT
+from conftest import PROJECT_ROOT, TINY, TINY_MARKOV, compose_config
 from memsig.pipeline.run import run
 
 FIXED_LENGTH = [  # no early stopping, so both runs train the same number of epochs

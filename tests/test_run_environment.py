@@ -13,8 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import TINY, TINY_MARKOV
-from memsig.config.compose import PROJECT_ROOT
+from conftest import PROJECT_ROOT, TINY, TINY_MARKOV
 from memsig.runtime.atomic import write_json_atomic, write_text_atomic
 from memsig.runtime.progress import LogProgress, LoopProgress, Ticker, clock_text
 from memsig.runtime.threads import (

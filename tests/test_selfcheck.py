@@ -9,9 +9,9 @@ import time
 
 import pytest
 
+from conftest import PROJECT_ROOT
 from memsig.commands import selfcheck
 from memsig.commands.selfcheck import Row
-from memsig.config.compose import PROJECT_ROOT
 from memsig.signature.record import Signature, ViewScores
 
 

@@ -34,7 +34,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from memsig.config.compose import CONFIG_DIR, PROJECT_ROOT
+from memsig.config.compose import CONFIG_DIR
 from memsig.data.known_memory import repeat_conditional_bits
 from memsig.models.checkpoint import build_network, save_base_checkpoint
 from memsig.pipeline.plan import prepare
@@ -330,8 +330,8 @@ def command(argv: Sequence[str]) -> None:
     parser.add_argument(
         "--out",
         type=Path,
-        default=PROJECT_ROOT / "outputs" / "selfcheck" / time.strftime("%Y-%m-%d_%H-%M-%S"),
-        help="folder for the runs and selfcheck.png (default outputs/selfcheck/<time>)",
+        default=Path("outputs") / "selfcheck" / time.strftime("%Y-%m-%d_%H-%M-%S"),
+        help="folder for the runs and selfcheck.png (default outputs/selfcheck/<time> here)",
     )
     args = parser.parse_args(argv)
     logging.getLogger("lightning").setLevel(logging.WARNING)

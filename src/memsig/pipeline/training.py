@@ -8,10 +8,11 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping
+from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
+from memsig.config.compose import build
 from memsig.models.checkpoint import file_digest, save_base_checkpoint
 from memsig.pipeline.plan import Plan
 from memsig.reports.tracking import log_checkpoint
@@ -32,22 +33,19 @@ def fit_best(
     inputs: Mapping,
     callbacks: list | None = None,
 ) -> float:
-    """Train until `monitor` (lower is better) stops improving by model.training.min_delta for
-    model.training.patience epochs; load the best epoch's weights and return its score.
+    """Train with the `callbacks` group's callbacks (by default, early stopping once `monitor`,
+    lower is better, stops improving); load the best epoch's weights and return its score.
     `inputs` (what the fit is made from) guard its resume checkpoints against another run's;
-    `callbacks` run alongside the loop's own (best and resume checkpoints, early stopping)."""
+    `callbacks` run alongside the configured ones and the loop's best and resume checkpoints."""
     training = cfg.model.training
     checkpoints = plan.run_dir / "checkpoints" / "lightning"
-    stop = EarlyStopping(
-        monitor=monitor, mode="min", patience=training.patience, min_delta=training.min_delta
-    )
     saver = ResumeCheckpoint(checkpoints, "base", monitor)
     trainer = make_trainer(
         cfg,
         loggers,
         "base",
         max_epochs=training.max_epochs,
-        callbacks=[stop, saver, *(callbacks or [])],
+        callbacks=[*configured_callbacks(cfg, monitor), saver, *(callbacks or [])],
         gradient_clip_val=training.grad_clip,
     )
     start = resume_point(checkpoints, cfg.resume, inputs)
@@ -55,6 +53,16 @@ def fit_best(
     fault_point("base_fitted")
     system.load_state_dict(saver.best_weights())
     return float(saver.best_score)
+
+
+def configured_callbacks(cfg: DictConfig, monitor: str) -> list[Callback]:
+    """The `callbacks` group's callbacks, in config order. One whose `monitor` is null watches
+    `monitor`, the score this fit selects its best epoch on (it differs between models)."""
+    built = []
+    for node in (cfg.get("callbacks") or {}).values():
+        watches = isinstance(node, DictConfig) and "monitor" in node and node.monitor is None
+        built.append(build(node, **({"monitor": monitor} if watches else {})))
+    return built
 
 
 def publish_checkpoint(

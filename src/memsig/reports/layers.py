@@ -44,5 +44,5 @@ def write_layer_report(signature: Signature, run_dir: Path, loggers: list) -> li
     curves = save_figure(layer_curves_figure(signature, hidden), Path(run_dir) / "layer_curves.png")
     scalars = {f"layers/{v}/capacity": signature.views[v].capacity for v in views}
     log_report(loggers, "layers", scalars, TABLE_COLUMNS, rows, heatmap)
-    log_report(loggers, "layer_curves", {}, TABLE_COLUMNS, [], curves)
+    log_report(loggers, "layer_curves", {}, TABLE_COLUMNS, [], curves)  # its numbers: layers/table
     return [table, heatmap, curves]

@@ -147,6 +147,13 @@ SIGNATURE_COLUMNS = (
 )
 
 
+# the per-offset curves charted on W&B, one line per view: score and information side by side
+SIGNATURE_CHARTS = {
+    "accuracy": "probe accuracy by offset",
+    "info_bits": "information by offset (bits: prior entropy - probe cross-entropy)",
+}
+
+
 def log_signature(loggers: list[Logger], signature: Signature, figure: Path) -> None:
     """Capacities to every logger; the table, a per-view line plot and the figure to W&B."""
     base = signature.baseline
@@ -181,14 +188,15 @@ def log_signature(loggers: list[Logger], signature: Signature, figure: Path) -> 
             )
             logger.experiment.log({"signature/long_table": every_metric})
             views = list(signature.views)
-            lines = wandb.plot.line_series(
-                xs=signature.offsets,
-                ys=[signature.views[v].accuracy for v in views],
-                keys=views,
-                title="probe accuracy by offset",
-                xname="offset",
-            )
-            logger.experiment.log({"signature/accuracy": lines})
+            for metric, title in SIGNATURE_CHARTS.items():
+                lines = wandb.plot.line_series(
+                    xs=signature.offsets,
+                    ys=[getattr(signature.views[v], metric) for v in views],
+                    keys=views,
+                    title=title,
+                    xname="offset",
+                )
+                logger.experiment.log({f"signature/{metric}": lines})
 
 
 def _summary_scalars(signature: Signature) -> dict[str, float]:
@@ -219,16 +227,20 @@ def log_report(
     rows: Sequence[Sequence],
     figure: Path,
 ) -> None:
-    """Scalars to every logger; the table and the figure to W&B as `name`/table, `name`/figure."""
+    """Scalars to every logger (none when empty); the figure to W&B as `name`/figure, and the
+    table as `name`/table when it has rows."""
     for logger in loggers:
-        logger.log_metrics(dict(scalars))
+        if scalars:
+            logger.log_metrics(dict(scalars))
         if isinstance(logger, WandbLogger):
             import wandb
 
-            table = wandb.Table(columns=list(columns), data=[list(row) for row in rows])
-            logger.experiment.log(
-                {f"{name}/table": table, f"{name}/figure": wandb.Image(str(figure))}
-            )
+            media = {f"{name}/figure": wandb.Image(str(figure))}
+            if rows:
+                media[f"{name}/table"] = wandb.Table(
+                    columns=list(columns), data=list(map(list, rows))
+                )
+            logger.experiment.log(media)
         logger.save()
 
 
