@@ -13,12 +13,10 @@ from itertools import takewhile
 from typing import NoReturn
 
 import hydra
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from memsig.config.compose import CONFIG_MODULE, in_sweep
 from memsig.runtime.errors import MemsigError, exit_with
-from memsig.signature.objective import objective
 
 log = logging.getLogger("memsig")
 # first argument -> (module whose command(argv) runs, what it does: shown by `memsig --help`)
@@ -73,13 +71,19 @@ def _fail(err: MemsigError) -> NoReturn:
 def _stop_on_sigterm(signum: int, frame: object) -> NoReturn:
     """Stop wherever the run is (Lightning calls this after its own handler inside training);
     finished work is on disk and a rerun in the same run dir continues from it."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
     raise SIGTERMException
 
 
 @hydra.main(config_path=f"pkg://{CONFIG_MODULE}", config_name="config", version_base="1.3")
 def hydra_run(cfg: DictConfig) -> float | None:
-    """Run the stages; returns the configured objective (the value a sweeper optimises)."""
+    """Run the stages; returns the configured objective (the value a sweeper optimises).
+    Lightning and the pipeline are imported here, so `memsig --help` answers at once."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
     from memsig.pipeline.run import run
+    from memsig.signature.objective import objective
 
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:

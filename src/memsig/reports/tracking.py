@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from memsig.config.compose import build
 from memsig.runtime.distributed import is_rank_zero
 from memsig.runtime.errors import ConfigError
-from memsig.signature.record import Signature
+from memsig.signature.record import Signature, json_number
 
 log = logging.getLogger(__name__)
 WANDB_SERVER = "https://api.wandb.ai"
@@ -184,7 +184,7 @@ def log_signature(loggers: list[Logger], signature: Signature, figure: Path) -> 
 
             every_metric = wandb.Table(
                 columns=["view", "offset", "metric", "value"],
-                data=[[v, str(k), m, x] for v, k, m, x in signature.rows()],
+                data=[[v, str(k), m, json_number(x)] for v, k, m, x in signature.rows()],
             )
             logger.experiment.log({"signature/long_table": every_metric})
             views = list(signature.views)
