@@ -145,14 +145,17 @@ def every_json_file_is_strict(tmp_path_factory):
     assert not errors, "JSON files strict parsers reject:\n" + "\n".join(errors)
 
 
-def run_command(args: list[str], env: dict | None = None, timeout: int = 600):
-    """`python run.py ARGS` in a fresh process, the way a user runs it."""
+def run_command(
+    args: list[str], env: dict | None = None, timeout: int = 600, cwd: Path | None = None
+):
+    """`python run.py ARGS` in a fresh process (started in `cwd`), the way a user runs it."""
     return subprocess.run(
         [sys.executable, str(PROJECT_ROOT / "run.py"), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         env=env,
+        cwd=cwd,
     )
 
 

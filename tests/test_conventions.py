@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,7 +17,15 @@ import yaml
 from hydra import compose, initialize_config_module
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor
 
-from conftest import PROJECT_ROOT, TINY, TINY_MARKOV, compose_config, offline_env, wandb_records
+from conftest import (
+    PROJECT_ROOT,
+    TINY,
+    TINY_MARKOV,
+    compose_config,
+    offline_env,
+    run_command,
+    wandb_records,
+)
 from memsig.cli import COMMANDS
 from memsig.config.compose import CONFIG_MODULE
 from memsig.pipeline import run as pipeline_run
@@ -34,14 +41,7 @@ model:
 
 def memsig(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     """`memsig ARGS` started in `cwd` (run.py is the same entry point as the console script)."""
-    return subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / "run.py"), *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=cwd,
-        env=env or {**os.environ, "WANDB_MODE": "disabled"},
-    )
+    return run_command(args, env or {**os.environ, "WANDB_MODE": "disabled"}, 300, cwd)
 
 
 def test_help_lists_the_commands_and_the_config_groups(tmp_path):
