@@ -28,7 +28,7 @@ TINY = [
     "model.optimizer.lr=0.01",
     "probe.max_offset=6",
     "probe.batch_size=512",
-    "probe.max_epochs=12",
+    "++probe.max_epochs=12",  # ++: set for the trained kinds, harmless for ridge
     "probe.extract.segments=4",
     "probe.extract.burn_in=64",
     "probe.extract.chunk=128",
@@ -62,7 +62,7 @@ TINY_SPEECH = [
     "data.speakers={train: 2, val: 1, probe_train: 1, probe_test: 1}",
     "probe.max_offset=2",
     "probe.batch_size=256",
-    "probe.max_epochs=2",
+    "++probe.max_epochs=2",  # ++: set for the trained kinds, harmless for ridge
     "trainer.enable_progress_bar=false",
     "logger=none",
 ]

@@ -32,7 +32,7 @@ from memsig.runtime.atomic import write_json_atomic
 SMALL = [
     "model.training.max_epochs=3",
     "probe.max_offset=3",
-    "probe.max_epochs=4",
+    "++probe.max_epochs=4",  # ++: the trained kinds; ridge has no epochs
     "probe.bootstrap.resamples=200",
     "data.num_chars=20000",
 ]

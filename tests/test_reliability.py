@@ -182,7 +182,7 @@ def test_every_probe_kind_gives_controls_intervals_and_online_code(tiny_config, 
         f"probe={kind}",
         *hidden,
         "model.training.max_epochs=1",
-        "probe.max_epochs=2",
+        "++probe.max_epochs=2",  # ++: mlp trains; ridge has no epochs
         "probe.max_offset=4",
         "probe.views=[layer1.h]",
         "probe.control=true",

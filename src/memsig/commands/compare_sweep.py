@@ -65,7 +65,7 @@ def interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float
     return mean, float(mean - half), float(mean + half)
 
 
-def summarise(
+def group_rows(
     groups: dict[str, list[Signature]], views: Sequence[str]
 ) -> list[tuple[str, str, int | None, str, int, float, float, float]]:
     """Rows of COLUMNS: per group, view and offset the accuracy and information over seeds,
@@ -109,7 +109,7 @@ def compare_sweep(
         )
     out = Path(out) if out else multirun_dir / "compare"
     out.mkdir(parents=True, exist_ok=True)
-    rows = summarise(groups, chosen)
+    rows = group_rows(groups, chosen)
     table = out / "compare.csv"
     write_csv_atomic(table, COLUMNS, rows)
     figure = save_figure(
