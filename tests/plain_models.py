@@ -42,7 +42,7 @@ class PlainGRU(nn.Module):
         return self.head(out.transpose(0, 1)), state
 
 
-def train_lm(model: nn.Module, tokens: np.ndarray, steps: int = 150, seed: int = 0) -> nn.Module:
+def train_lm(model: nn.Module, tokens: np.ndarray, steps: int = 80, seed: int = 0) -> nn.Module:
     """Next-token training on random windows of a stream: a few seconds on a CPU."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -53,7 +53,9 @@ def train_lm(model: nn.Module, tokens: np.ndarray, steps: int = 150, seed: int =
         window = data[starts[:, None] + torch.arange(65)]
         logits = model(window[:, :-1])
         logits = logits[0] if isinstance(logits, tuple) else logits
-        loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), window[:, 1:].reshape(-1))
+        loss = nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), window[:, 1:].reshape(-1)
+        )
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

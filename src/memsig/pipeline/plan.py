@@ -181,20 +181,20 @@ def _import_external(
             f"an external model reads a token stream; data={corpus.name} is speech: probe it "
             "on a text corpus (data=text, data=markov, ...)"
         )
-    if network is None:
-        _check_external_keys(cfg.model)
+    given = network is not None  # a network object brings its own weights
+    _check_external_keys(
+        cfg.model, ("target", "vocab") if given else ("target", "weights", "vocab")
+    )
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    vocab = read_vocab(model_cfg["vocab"])
     if network is None:
-        vocab = read_vocab(model_cfg["vocab"])
         network = build_network(model_cfg, len(vocab))
         load_weights(network, model_cfg["weights"])
-    else:
-        vocab = list(corpus.vocab)  # the caller's tokens are numbered by the model's vocab
-        if cfg.probe.untrained_baseline:
-            raise ConfigError(
-                "probe.untrained_baseline rebuilds the model from its config: a network "
-                "object has none; use model=external (model.target, model.kwargs) for it"
-            )
+    elif cfg.probe.untrained_baseline:
+        raise ConfigError(
+            "probe.untrained_baseline rebuilds the model from its config: a network "
+            "object has none; use model=external (model.target, model.kwargs) for it"
+        )
     corpus = recode(corpus, vocab, model_cfg.get("unknown"))
     network.eval()
     weights = state_digest(network.state_dict())
@@ -211,9 +211,9 @@ def _import_external(
     return base_ckpt, corpus, payload, inputs
 
 
-def _check_external_keys(model: DictConfig) -> None:
+def _check_external_keys(model: DictConfig, keys: tuple[str, ...]) -> None:
     """model=external names the model's class, weights and vocabulary."""
-    missing = [key for key in ("target", "weights", "vocab") if OmegaConf.is_missing(model, key)]
+    missing = [key for key in keys if OmegaConf.is_missing(model, key)]
     if missing:
         raise ConfigError(
             f"model=external needs {', '.join(f'model.{key}' for key in missing)}: the import "
