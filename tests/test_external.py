@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +17,7 @@ import torch
 from torch import nn
 
 import memsig
-from conftest import compose_config
+from conftest import PROJECT_ROOT, compose_config
 from memsig.config.compose import build
 from memsig.models.external import ExternalNetwork
 from memsig.pipeline.plan import prepare
@@ -220,3 +224,21 @@ def test_signature_of_reads_text_and_ids(tmp_path):
     with pytest.raises(ConfigError, match=r"ids in \[0, 3\)"):
         token_corpus([0, 3], vocab)
     assert json.loads(json.dumps(list(by_text.vocab))) == ["a", "b"]
+
+
+def test_example_script(tmp_path):
+    """examples/probe_your_own_lstm.py runs as a user runs it, in under a minute: its LSTM
+    holds the last 3 characters of the repeat source (offsets 0..2) and forgets beyond."""
+    script = PROJECT_ROOT / "examples" / "probe_your_own_lstm.py"
+    source = str(Path(memsig.__file__).parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([source, os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    run_dir = tmp_path / "outputs" / "example_lstm"
+    signature = memsig.Signature.load(run_dir)
+    for view in ("layer1.h", "layer2.h"):
+        info = signature.views[view].info_bits
+        assert min(info[1:3]) > 2.0 and info[6] < 1.0, (view, info)
+    assert (run_dir / "signature_example.png").stat().st_size > 10_000
