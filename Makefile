@@ -23,13 +23,13 @@ test-fast: $(STAMP)  ## the tests not marked slow: the edit-test loop (under 2 m
 	$(PY) -m pytest -q -m "not slow" $(ARGS)
 
 lint: $(STAMP)  ## ruff, and the package's layers (pyproject.toml [tool.importlinter])
-	$(VENV)/bin/ruff check src tests benchmarks scripts run.py
-	$(VENV)/bin/ruff format --check src tests benchmarks scripts run.py
+	$(VENV)/bin/ruff check src tests benchmarks scripts examples run.py
+	$(VENV)/bin/ruff format --check src tests benchmarks scripts examples run.py
 	$(VENV)/bin/lint-imports
 
 format: $(STAMP)
-	$(VENV)/bin/ruff check --fix src tests benchmarks scripts run.py
-	$(VENV)/bin/ruff format src tests benchmarks scripts run.py
+	$(VENV)/bin/ruff check --fix src tests benchmarks scripts examples run.py
+	$(VENV)/bin/ruff format src tests benchmarks scripts examples run.py
 
 bench: $(STAMP)  ## benchmarks/ (ratios measured side by side)
 	$(PY) benchmarks/offsets_cost.py

@@ -74,7 +74,7 @@ def compose_config(
     """The project's config with `tiny` sizes, writing into output_dir, plus overrides."""
     data = [] if any(o.startswith("data=") for o in [*tiny, *overrides]) else TINY_MARKOV
     data = data if tiny is TINY else []
-    if "model=ngram" in overrides:  # a count model has no network sizes or training loop
+    if {"model=ngram", "model=external"} & set(overrides):  # no network sizes, no training
         tiny = [o for o in tiny if not o.startswith("model.")]
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose(

@@ -22,8 +22,10 @@ from omegaconf import OmegaConf
 from threadpoolctl import threadpool_limits
 
 from memsig.config.compose import build
+from memsig.data.vocabulary import recode
 from memsig.extraction.loader import PositionBatches, targets_of
 from memsig.extraction.probe_parts import cached_probe_parts, position_sets
+from memsig.models.external import is_external
 from memsig.probes.reference import C_GRID, ReferenceScore, score_reference
 from memsig.runtime.errors import MemsigError
 from memsig.signature.record import Signature
@@ -77,6 +79,8 @@ def _audit_rows(run_dir: Path, fit_rows: int, seed: int, grid: Sequence[float]) 
         raise MemsigError(f"no config.yaml in {run_dir}: not a memsig run dir")
     cfg = OmegaConf.load(config)  # the run's config, resolved when it ran
     corpus = build(cfg.data)
+    if is_external(cfg.model):  # probed as numbered by the model's vocabulary
+        corpus = recode(corpus, signature.data["vocab"], cfg.model.get("unknown"))
     offsets = list(signature.offsets)
     parts = cached_probe_parts(
         corpus, run_dir / "cache", offsets, signature.model.get("checkpoint_sha256")

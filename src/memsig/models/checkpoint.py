@@ -56,7 +56,7 @@ def save_base_checkpoint(
         "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
     }
     if inputs is not None:
-        payload["inputs"] = {key: inputs[key] for key in ("seed", "data_sha256")}
+        payload["inputs"] = {k: v for k, v in inputs.items() if k not in ("model", "target")}
     write_atomic(path, lambda tmp: torch.save(payload, tmp))
 
 
@@ -95,6 +95,17 @@ def restore_network(payload: Mapping) -> nn.Module:
     except RuntimeError as err:
         raise MemsigError(f"checkpoint weights do not fit its model config: {err}") from err
     return net.eval()
+
+
+def state_digest(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """sha256 of a state_dict's names, dtypes, shapes and values: identifies weights given
+    as an object (not a file), whatever they were saved as."""
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}\n".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def file_digest(path: Path) -> str:

@@ -14,6 +14,7 @@ from memsig.config.compose import build, in_sweep
 from memsig.config.validate import check_command_line_keys, check_config
 from memsig.data.corpus import Corpus
 from memsig.data.speech import SpeechCorpus
+from memsig.data.vocabulary import recode
 from memsig.extraction.offsets import resolve_offsets, valid_positions
 from memsig.measures.bootstrap import check_documents, document_ids
 from memsig.measures.context import configured_measures
@@ -24,8 +25,12 @@ from memsig.models.checkpoint import (
     checkpoint_target,
     load_base_checkpoint,
     restore_network,
+    save_base_checkpoint,
+    state_digest,
 )
+from memsig.models.external import is_external, load_weights, read_vocab
 from memsig.models.factorized import with_basis_ablations
+from memsig.models.ngram import bits_per_char
 from memsig.pipeline.budget import check_disk_for_run, check_vocabulary
 from memsig.probes.multi_offset import probe_views
 from memsig.runtime.cluster import check_local_ddp_in_sweep
@@ -48,10 +53,17 @@ class Plan:
     reuse_ckpt: bool
     offsets: list[int]
     inputs: dict  # what the base model is (or was) made from: see base_inputs
+    # a Python caller's own network object (memsig.signature_of), probed as it is;
+    # None: the network is rebuilt from base_ckpt
+    network: torch.nn.Module | None = None
 
 
-def prepare(cfg: DictConfig) -> Plan:
-    """Validate the config, the data and any checkpoint to reuse, before training anything."""
+def prepare(
+    cfg: DictConfig, network: torch.nn.Module | None = None, corpus: Corpus | None = None
+) -> Plan:
+    """Validate the config, the data and any checkpoint to reuse, before training anything.
+    A Python caller may hand over the network to probe (its checkpoint is written from it)
+    and the corpus (then `data` is not built)."""
     if cfg.stage not in STAGES:
         raise ConfigError(f"stage={cfg.stage}: must be one of {', '.join(STAGES)}")
     check_command_line_keys()
@@ -60,25 +72,33 @@ def prepare(cfg: DictConfig) -> Plan:
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     offsets = resolve_offsets(optional_list(cfg.probe.offsets), cfg.probe.max_offset)
-    corpus: Corpus | SpeechCorpus = build(cfg.data)
+    if corpus is None:
+        corpus = build(cfg.data)
     if cfg.model.get("fit") == "counts" and corpus.target != -1:
         raise ConfigError(
             f"model={cfg.model.name} is a count language model and cannot learn "
             f"data={corpus.name}'s target (the input {corpus.target} steps back): "
             "train a neural model on it, e.g. model=gru"
         )
-    base_ckpt, reuse, payload, inputs = _base_checkpoint(cfg, run_dir, corpus)
+    if network is not None or (is_external(cfg.model) and cfg.base_ckpt is None):
+        base_ckpt, corpus, payload, inputs = _import_external(cfg, run_dir, corpus, network)
+        reuse = True
+    else:
+        base_ckpt, reuse, payload, inputs = _base_checkpoint(cfg, run_dir, corpus)
+        if is_external(cfg.model):  # base_ckpt: a model imported by an earlier run
+            corpus = recode(corpus, payload["vocab"], cfg.model.get("unknown"))
     if payload is not None and list(payload["vocab"]) != list(corpus.vocab):
         raise ConfigError(
             f"the vocabulary of {base_ckpt} ({len(payload['vocab'])} symbols) differs from "
             f"data={corpus.name}'s ({len(corpus.vocab)} symbols): use the data the model was "
             "trained on, or train a new model (drop base_ckpt)"
         )
-    net = (
-        restore_network(payload)
-        if payload is not None
-        else build_network(OmegaConf.to_container(cfg.model, resolve=True), len(corpus.vocab))
-    )
+    if network is not None:
+        net = network
+    elif payload is not None:
+        net = restore_network(payload)
+    else:
+        net = build_network(OmegaConf.to_container(cfg.model, resolve=True), len(corpus.vocab))
     trains_base = cfg.stage != "signature" and not reuse
     _check_probes(cfg, run_dir, corpus, net, offsets, trains_base)
     if isinstance(corpus, SpeechCorpus):
@@ -88,7 +108,7 @@ def prepare(cfg: DictConfig) -> Plan:
                 "none: set probe.condition_on=null"
             )
         check_speech_probe(corpus, offsets, cfg.probe.reference_orders)
-        return Plan(run_dir, corpus, cfg.stage, base_ckpt, reuse, offsets, inputs)
+        return Plan(run_dir, corpus, cfg.stage, base_ckpt, reuse, offsets, inputs, network)
     for part in ("probe_train", "probe_test"):
         if len(valid_positions(len(corpus.parts[part]), offsets)) < 2:
             raise ConfigError(
@@ -97,7 +117,7 @@ def prepare(cfg: DictConfig) -> Plan:
                 f"data.split.{part}"
             )
     _check_reliability_options(cfg, corpus, offsets)
-    return Plan(run_dir, corpus, cfg.stage, base_ckpt, reuse, offsets, inputs)
+    return Plan(run_dir, corpus, cfg.stage, base_ckpt, reuse, offsets, inputs, network)
 
 
 def _base_checkpoint(
@@ -125,15 +145,81 @@ def _base_checkpoint(
         )
     payload = load_base_checkpoint(base_ckpt) if reuse else None
     if payload is not None:
-        recorded = recorded_inputs(payload)
-        changed = differences(recorded, {k: inputs[k] for k in recorded})
-        if changed:
-            raise ConfigError(
-                f"{run_dir} already holds a base model made from other inputs "
-                f"({'; '.join(changed)}): start a new run dir (hydra.run.dir=...), probe "
-                f"that model from one with base_ckpt={base_ckpt}, or delete its checkpoints/"
-            )
+        _check_recorded_inputs(payload, inputs, run_dir, base_ckpt)
     return base_ckpt, reuse, payload, inputs
+
+
+def _check_recorded_inputs(payload: dict, inputs: dict, run_dir: Path, base_ckpt: Path) -> None:
+    """The run dir's base model was made from these inputs: a rerun never mixes models."""
+    recorded = recorded_inputs(payload)
+    changed = differences(recorded, {k: inputs.get(k) for k in recorded})
+    if changed:
+        raise ConfigError(
+            f"{run_dir} already holds a base model made from other inputs "
+            f"({'; '.join(changed)}): start a new run dir (hydra.run.dir=...), probe "
+            f"that model from one with base_ckpt={base_ckpt}, or delete its checkpoints/"
+        )
+
+
+def _import_external(
+    cfg: DictConfig,
+    run_dir: Path,
+    corpus: Corpus | SpeechCorpus,
+    network: torch.nn.Module | None,
+) -> tuple[Path, Corpus, dict, dict]:
+    """A model trained elsewhere (`model=external`, or a caller's network object) has nothing
+    to train: its weights go into the run dir's base checkpoint, which every later step
+    reads as any other. Returns the checkpoint, the corpus numbered by the model's
+    vocabulary, the checkpoint's payload and the inputs it records."""
+    if cfg.stage == "base":
+        raise ConfigError(
+            "stage=base trains a model, and an external model is trained already: use "
+            "stage=signature (or all) to probe it"
+        )
+    if isinstance(corpus, SpeechCorpus):
+        raise ConfigError(
+            f"an external model reads a token stream; data={corpus.name} is speech: probe it "
+            "on a text corpus (data=text, data=markov, ...)"
+        )
+    given = network is not None  # a network object brings its own weights
+    _check_external_keys(
+        cfg.model, ("target", "vocab") if given else ("target", "weights", "vocab")
+    )
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    vocab = read_vocab(model_cfg["vocab"])
+    if network is None:
+        network = build_network(model_cfg, len(vocab))
+        load_weights(network, model_cfg["weights"])
+    elif cfg.probe.untrained_baseline:
+        raise ConfigError(
+            "probe.untrained_baseline rebuilds the model from its config: a network "
+            "object has none; use model=external (model.target, model.kwargs) for it"
+        )
+    corpus = recode(corpus, vocab, model_cfg.get("unknown"))
+    network.eval()
+    weights = state_digest(network.state_dict())
+    inputs = {"model": model_cfg, "target": -1, "weights_sha256": weights}
+    base_ckpt = run_dir / "checkpoints" / "base.ckpt"
+    if not base_ckpt.is_file():
+        val = corpus.parts["val"]
+        with torch.no_grad():
+            metrics = {"val/bpc": bits_per_char(network, val)} if len(val) > 1 else {}
+        save_base_checkpoint(base_ckpt, network, model_cfg, vocab, corpus.unit, metrics, -1, inputs)
+        log.info("external model imported into %s (metrics %s)", base_ckpt, metrics)
+    payload = load_base_checkpoint(base_ckpt)
+    _check_recorded_inputs(payload, inputs, run_dir, base_ckpt)
+    return base_ckpt, corpus, payload, inputs
+
+
+def _check_external_keys(model: DictConfig, keys: tuple[str, ...]) -> None:
+    """model=external names the model's class, weights and vocabulary."""
+    missing = [key for key in keys if OmegaConf.is_missing(model, key)]
+    if missing:
+        raise ConfigError(
+            f"model=external needs {', '.join(f'model.{key}' for key in missing)}: the import "
+            "path of your nn.Module class, its state_dict file and its vocabulary JSON "
+            "(README: Probe your own model)"
+        )
 
 
 def _check_probes(

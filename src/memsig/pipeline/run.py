@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from memsig.config.compose import in_sweep
 from memsig.config.tree import config_tree
+from memsig.data.corpus import Corpus
 from memsig.pipeline.base_stage import train_base
 from memsig.pipeline.plan import prepare
 from memsig.pipeline.signature_stage import signature_stage
@@ -27,17 +28,22 @@ from memsig.signature.record import Signature
 log = logging.getLogger("memsig")
 
 
-def run(cfg: DictConfig) -> Signature | None:
+def run(
+    cfg: DictConfig, network: torch.nn.Module | None = None, corpus: Corpus | None = None
+) -> Signature | None:
     """Run the configured stages; returns the signature when one was computed. One run at a
-    time holds the run dir (rank 0 takes its lock for every rank)."""
+    time holds the run dir (rank 0 takes its lock for every rank). A Python caller may give
+    the network to probe and the corpus (see prepare)."""
     run_dir = Path(cfg.paths.output_dir)
     check_writable(run_dir, "paths.output_dir")
     with run_dir_lock(run_dir) if is_rank_zero() else nullcontext():
-        return _run_stages(cfg)
+        return _run_stages(cfg, network, corpus)
 
 
-def _run_stages(cfg: DictConfig) -> Signature | None:
-    plan = prepare(cfg)
+def _run_stages(
+    cfg: DictConfig, network: torch.nn.Module | None, corpus: Corpus | None
+) -> Signature | None:
+    plan = prepare(cfg, network, corpus)
     start_processes(cfg.trainer)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     if is_rank_zero():

@@ -79,7 +79,8 @@ def probe_signature(cfg: DictConfig, plan: Plan, loggers: list, inputs: dict) ->
     """Extract the probed views of the base model over the probe parts (cached), fit and test
     the configured probe kind on them: the signature's scores, and what the measures read."""
     payload = load_base_checkpoint(plan.base_ckpt)
-    net = with_basis_ablations(restore_network(payload), cfg.probe.get("ablate_bases", False))
+    net = plan.network if plan.network is not None else restore_network(payload)
+    net = with_basis_ablations(net, cfg.probe.get("ablate_bases", False))
     device = _extraction_device(cfg)
     net.to(device)
     views = probe_views(net.view_dims, optional_list(cfg.probe.views))
