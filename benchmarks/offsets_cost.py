@@ -9,7 +9,9 @@ machine noise hits all alike; extraction is included in every run.
 With `--probe-phase` the linear probe's own phase is timed in process instead, on states
 extracted once: one training epoch, one validation pass (what early stopping reads), and the
 whole fit-and-test with `--epochs` fixed epochs (default 2), 1 offset and `--many` offsets
-alternating in every round; the ratios are taken round by round (median and range).
+alternating in every round; the ratios are taken round by round (median and range). With one
+thread these are CPU seconds of the process, which other work on a shared machine disturbs
+less than wall time.
 
     .venv/bin/python benchmarks/offsets_cost.py [--repeats 3] [--many 64] [--kinds linear ridge]
         [--epochs 8] [overrides...]
@@ -143,10 +145,10 @@ def probe_phase(root: Path, ckpt: Path, args: argparse.Namespace) -> None:
             first, second = phase_times(setup, sets)
             times[phases[0], count].append(first)
             times[phases[1], count].append(second)
-            start = time.perf_counter()
+            start = time.process_time()
             fit_and_test(setup, sets, [count, repeat])
-            times[phases[2], count].append(time.perf_counter() - start)
-    print(f"linear probe phase, 1 vs {args.many} offsets, {args.repeats} rounds, 1 thread:")
+            times[phases[2], count].append(time.process_time() - start)
+    print(f"linear probe phase, 1 vs {args.many} offsets, {args.repeats} rounds, 1 thread, CPU s:")
     for phase in phases:
         ratios = [m / o for o, m in zip(times[phase, 1], times[phase, args.many], strict=True)]
         print(
@@ -174,7 +176,7 @@ def probe_inputs(root: Path, ckpt: Path, count: int, repeat: int, epochs: int, o
 
 
 def phase_times(setup: ProbeSetup, sets) -> tuple[float, float]:
-    """Seconds of one training epoch (steps, backward, optimiser) and of one validation pass
+    """CPU seconds of one training epoch (steps, backward, optimiser) and of one validation pass
     (steps and the epoch-end choice of the best heads), on a probe built as the stage builds it."""
     cfg, (fit, val, _) = setup.cfg, sets
     batch = cfg.probe.batch_size
@@ -190,17 +192,17 @@ def phase_times(setup: ProbeSetup, sets) -> tuple[float, float]:
     loader = position_loader(
         fit, batch, shuffle=True, shard=False, seed=cfg.seed, min_steps=cfg.probe.min_steps
     )
-    start = time.perf_counter()
+    start = time.process_time()
     for step, data in enumerate(loader):
         optimizer.zero_grad()
         probe.training_step(data, step).backward()
         optimizer.step()
-    middle = time.perf_counter()
+    middle = time.process_time()
     with torch.no_grad():
         for step, data in enumerate(position_loader(val, batch, shuffle=False, shard=False)):
             probe.validation_step(data, step)
         probe.on_validation_epoch_end()
-    return middle - start, time.perf_counter() - middle
+    return middle - start, time.process_time() - middle
 
 
 def spread(values: list[float]) -> str:
