@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format bench clean
+.PHONY: run test test-fast lint format bench clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -19,13 +19,17 @@ run: $(STAMP)  ## the default experiment (model=lstm data=markov), W&B offline
 test: $(STAMP)  ## the whole test suite
 	$(PY) -m pytest -q $(ARGS)
 
-lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks run.py
-	$(VENV)/bin/ruff format --check src tests benchmarks run.py
+test-fast: $(STAMP)  ## the tests not marked slow: the edit-test loop (under 2 minutes)
+	$(PY) -m pytest -q -m "not slow" $(ARGS)
+
+lint: $(STAMP)  ## ruff, and the package's layers (pyproject.toml [tool.importlinter])
+	$(VENV)/bin/ruff check src tests benchmarks scripts run.py
+	$(VENV)/bin/ruff format --check src tests benchmarks scripts run.py
+	$(VENV)/bin/lint-imports
 
 format: $(STAMP)
-	$(VENV)/bin/ruff check --fix src tests benchmarks run.py
-	$(VENV)/bin/ruff format src tests benchmarks run.py
+	$(VENV)/bin/ruff check --fix src tests benchmarks scripts run.py
+	$(VENV)/bin/ruff format src tests benchmarks scripts run.py
 
 bench: $(STAMP)  ## benchmarks/ (ratios measured side by side)
 	$(PY) benchmarks/offsets_cost.py

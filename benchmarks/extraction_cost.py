@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from memsig.extraction.state_cache import ExtractSettings, _row_layout, build_cache
 from memsig.models.recurrent import StackedRNN
-from memsig.state_cache import ExtractSettings, _row_layout, build_cache
 
 
 @torch.no_grad()

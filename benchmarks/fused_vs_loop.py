@@ -24,12 +24,12 @@ import numpy as np
 import torch
 
 from memsig.data.markov import markov_corpus
+from memsig.extraction.loader import PositionBatches, position_loader
+from memsig.extraction.offsets import valid_positions
+from memsig.extraction.state_cache import ExtractSettings, StateCache, build_cache
 from memsig.models.recurrent import StackedRNN
-from memsig.probes.loader import PositionBatches, position_loader
 from memsig.probes.multi_offset import MultiOffsetProbe
-from memsig.probes.offsets import valid_positions
-from memsig.stages.trainer import quiet_trainer
-from memsig.state_cache import ExtractSettings, StateCache, build_cache
+from memsig.runtime.trainer import quiet_trainer
 
 SPLIT = {"train": 0.05, "val": 0.05, "probe_train": 0.8, "probe_test": 0.1}
 

@@ -41,7 +41,7 @@ class FirstStepEnd(L.Callback):
 def lightning_seconds(net, loader, steps: int, clip: float, compile: bool) -> tuple[float, float]:
     """Fit the project's CharLM for `steps` optimizer steps (no validation, no logging);
     seconds of the first step and of the steps after it."""
-    lm = CharLM(net, partial(torch.optim.Adam, lr=3e-3), ["x"], compile=compile)
+    lm = CharLM(net, partial(torch.optim.Adam, lr=3e-3), compile=compile)
     first = FirstStepEnd()
     trainer = L.Trainer(
         accelerator="cpu",

@@ -33,16 +33,16 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from memsig.config import CONFIG_DIR
+from memsig.config.compose import CONFIG_DIR
+from memsig.extraction.loader import position_loader
+from memsig.extraction.probe_parts import position_sets, probe_parts
+from memsig.extraction.state_cache import ExtractSettings
 from memsig.models.checkpoint import load_base_checkpoint, restore_network
-from memsig.pipeline import run
-from memsig.plan import prepare
-from memsig.probes.factory import ProbeSetup, fit_and_test
-from memsig.probes.loader import position_loader
+from memsig.pipeline.plan import prepare
+from memsig.pipeline.run import run
+from memsig.probes.fit import ProbeSetup, fit_and_test
 from memsig.probes.moments import fit_moments
 from memsig.probes.multi_offset import MultiOffsetProbe
-from memsig.stages.probe_parts import position_sets, probe_parts
-from memsig.state_cache import ExtractSettings
 
 
 def config(run_dir: Path, overrides: list[str]):

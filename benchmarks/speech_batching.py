@@ -31,7 +31,7 @@ from memsig.data.synth_speech import synth_speech_corpus
 from memsig.data.utterances import utterance_loader
 from memsig.models.asr import CTCSystem
 from memsig.models.ctc_encoder import CTCEncoder
-from memsig.stages.trainer import quiet_trainer
+from memsig.runtime.trainer import quiet_trainer
 
 VARIANTS = {"random": False, "by_length": True}
 

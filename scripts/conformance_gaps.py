@@ -15,8 +15,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from conftest import CONFORMANCE_DATA, compose_config  # noqa: E402
-from memsig.audit import audit_run  # noqa: E402
-from memsig.pipeline import run  # noqa: E402
+from memsig.commands.audit import audit_run  # noqa: E402
+from memsig.pipeline.run import run  # noqa: E402
 
 KINDS = {
     "lstm": ["probe.views=[layer1.h,layer1.c,logits]"],

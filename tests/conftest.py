@@ -12,8 +12,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from memsig.config import CONFIG_DIR, PROJECT_ROOT
+from memsig.config.compose import CONFIG_DIR
 
+PROJECT_ROOT = Path(__file__).resolve().parents[1]  # the checkout: run.py, scripts/
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
 
 # A small LM and probe that still learn an order-2 Markov source in seconds.
@@ -27,7 +28,7 @@ TINY = [
     "model.optimizer.lr=0.01",
     "probe.max_offset=6",
     "probe.batch_size=512",
-    "probe.max_epochs=12",
+    "++probe.max_epochs=12",  # ++: set for the trained kinds, harmless for ridge
     "probe.extract.segments=4",
     "probe.extract.burn_in=64",
     "probe.extract.chunk=128",
@@ -61,7 +62,7 @@ TINY_SPEECH = [
     "data.speakers={train: 2, val: 1, probe_train: 1, probe_test: 1}",
     "probe.max_offset=2",
     "probe.batch_size=256",
-    "probe.max_epochs=2",
+    "++probe.max_epochs=2",  # ++: set for the trained kinds, harmless for ridge
     "trainer.enable_progress_bar=false",
     "logger=none",
 ]
@@ -144,14 +145,17 @@ def every_json_file_is_strict(tmp_path_factory):
     assert not errors, "JSON files strict parsers reject:\n" + "\n".join(errors)
 
 
-def run_command(args: list[str], env: dict | None = None, timeout: int = 600):
-    """`python run.py ARGS` in a fresh process, the way a user runs it."""
+def run_command(
+    args: list[str], env: dict | None = None, timeout: int = 600, cwd: Path | None = None
+):
+    """`python run.py ARGS` in a fresh process (started in `cwd`), the way a user runs it."""
     return subprocess.run(
         [sys.executable, str(PROJECT_ROOT / "run.py"), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         env=env,
+        cwd=cwd,
     )
 
 
@@ -159,7 +163,7 @@ def run_command(args: list[str], env: dict | None = None, timeout: int = 600):
 def tiny_lstm_run(tmp_path_factory) -> Path:
     """A tiny default-like run (LSTM on the order-2 Markov source: views layer1.h, layer1.c,
     logits; the probes' default epoch budget), shared by the tests that audit a finished run."""
-    from memsig.pipeline import run
+    from memsig.pipeline.run import run
 
     run_dir = tmp_path_factory.mktemp("lstm") / "run"
     run(compose_config(run_dir, ["probe.max_epochs=30", *CONFORMANCE_DATA]))

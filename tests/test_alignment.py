@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from memsig.data.features import FrameStack, LogMel
+from memsig.extraction.alignment import FrameTargets, current_graphemes, min_frames
+from memsig.extraction.loader import PositionBatches
 from memsig.models.ctc_encoder import CTCEncoder, greedy_decode, reverse_padded
-from memsig.probes.alignment import FrameTargets, current_graphemes, min_frames
-from memsig.probes.loader import PositionBatches
 
 BLANK = 3  # classes a=0, b=1, c=2, blank=3
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from conftest import TINY_SPEECH, compose_config
-from memsig.errors import ConfigError
-from memsig.pipeline import run
-from memsig.signature import Signature
+from memsig.pipeline.run import run
+from memsig.runtime.errors import ConfigError
+from memsig.signature.record import Signature
 
 
 def speech_config(tmp_path, run_name: str, *overrides: str):
@@ -47,7 +47,7 @@ def test_speech_signature_counts_graphemes_per_layer(trained):
     assert stored["views"]["logits"]["dim"] == 6  # graphemes + blank
     assert stored["views"]["input"]["dim"] == 80 * 3  # stacked mel frames
     # the probe parts hold every grapheme of their transcripts
-    from memsig.config import build
+    from memsig.config.compose import build
 
     corpus = build(speech_config(tmp_path, "run").data)
     graphemes = sum(len(u.tokens) for u in corpus.parts["probe_test"])

@@ -17,13 +17,13 @@ import pytest
 import torch
 
 from conftest import compose_config, run_command
-from memsig.budget import probe_parameters
+from memsig.config.validate import CHECKS, check_added_keys
 from memsig.data.text import text_corpus
-from memsig.errors import ConfigError, MemsigError, NumericalError
-from memsig.pipeline import run
+from memsig.pipeline.budget import probe_parameters
+from memsig.pipeline.run import run
 from memsig.probes.multi_offset import MultiOffsetProbe
-from memsig.tracking import unreachable, wandb_logger
-from memsig.validate import CHECKS, check_added_keys
+from memsig.reports.tracking import unreachable, wandb_logger
+from memsig.runtime.errors import ConfigError, MemsigError, NumericalError
 
 BAD_VALUES = [-1, 0, 1.5, "abc", None, True, -0.5, 10**9 * -1]
 SPLIT = {"train": 0.7, "val": 0.1, "probe_train": 0.1, "probe_test": 0.1}
@@ -246,7 +246,7 @@ def test_an_unreachable_wandb_server_never_waits(monkeypatch, tmp_path, caplog):
     monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{_closed_port()}")
     monkeypatch.delenv("WANDB_MODE", raising=False)
     start = time.monotonic()
-    with caplog.at_level("WARNING", logger="memsig.tracking"):
+    with caplog.at_level("WARNING", logger="memsig.reports.tracking"):
         logger = wandb_logger("memsig", str(tmp_path))  # online only implied by the key
     assert logger._offline and "logs offline" in caplog.text and "wandb sync" in caplog.text
     with pytest.raises(ConfigError) as caught:

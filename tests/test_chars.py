@@ -12,18 +12,19 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
-import memsig.config
-from conftest import TINY, TINY_MARKOV
-from memsig.char_report import compare_chars
-from memsig.chars import CLASSES, class_members, load_chars
+import memsig.config.compose
+from conftest import PROJECT_ROOT, TINY, TINY_MARKOV
 from memsig.cli import main
-from memsig.config import PROJECT_ROOT
-from memsig.errors import MemsigError
-from memsig.pipeline import run
+from memsig.commands.compare import compare_chars
+from memsig.pipeline.run import run
+from memsig.reports.chars import CLASSES, class_members, load_chars
+from memsig.runtime.errors import MemsigError
 
 
 def tiny_run(directory, *overrides):
-    with initialize_config_dir(config_dir=str(memsig.config.CONFIG_DIR), version_base="1.3"):
+    with initialize_config_dir(
+        config_dir=str(memsig.config.compose.CONFIG_DIR), version_base="1.3"
+    ):
         cfg = compose(
             config_name="config",
             overrides=[

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from memsig.config import PROJECT_ROOT
+from conftest import PROJECT_ROOT
 
 
 def memsig(*args: str) -> subprocess.CompletedProcess:

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from conftest import compose_config
-from memsig.pipeline import run
-from memsig.probes.conditional import ConditionedBatches, Conditioning, context_onehot
-from memsig.probes.loader import PositionBatches, position_loader
+from memsig.extraction.loader import PositionBatches, position_loader
+from memsig.measures.conditioning import ConditionedBatches, Conditioning, context_onehot
+from memsig.pipeline.run import run
 from memsig.probes.moments import fit_moments
-from memsig.signature import Signature
+from memsig.signature.record import Signature
 
 
 def test_context_onehot_matches_a_loop():

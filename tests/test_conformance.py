@@ -1,6 +1,6 @@
 """Conformance (issue 14's acceptance) and `memsig audit` as a user runs it: every kind of
 view, in a tiny real run, against scikit-learn's LogisticRegression (C chosen on validation)
-fitted on the same positions, split and targets (memsig.audit): accuracy within 0.01 and
+fitted on the same positions, split and targets (memsig.commands.audit): accuracy within 0.01 and
 cross-entropy within 0.03 bits at every offset; the audit passes on an honest run and catches
 a tampered one."""
 
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from conftest import CONFORMANCE_DATA, TINY_SPEECH, compose_config, run_command
-from memsig.audit import AuditRow, audit_run
-from memsig.pipeline import run
+from memsig.commands.audit import AuditRow, audit_run
+from memsig.pipeline.run import run
 from memsig.probes.reference import fit_reference, score_reference
 
 ACCURACY_TOLERANCE = 0.01

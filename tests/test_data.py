@@ -12,7 +12,7 @@ from memsig.data.corpus import PARTS, split_blocks
 from memsig.data.markov import markov_corpus, markov_table
 from memsig.data.text import UNK, encode, text_corpus
 from memsig.data.tinyshakespeare import FILENAME, tinyshakespeare_corpus
-from memsig.errors import ConfigError, MemsigError
+from memsig.runtime.errors import ConfigError, MemsigError
 
 SPLIT = {"train": 0.7, "val": 0.1, "probe_train": 0.1, "probe_test": 0.1}
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

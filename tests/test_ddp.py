@@ -22,17 +22,17 @@ from conftest import (
     strict_json_errors,
     wandb_records,
 )
-from memsig.atomic import write_json_atomic
 from memsig.data.batches import EpochBatches
+from memsig.extraction.alignment import FrameTargets
 from memsig.models.checkpoint import file_digest
-from memsig.pipeline import run
-from memsig.probes.alignment import FrameTargets
+from memsig.pipeline.run import run
 from memsig.probes.scores import HeadScores
+from memsig.runtime.atomic import write_json_atomic
 
 SMALL = [
     "model.training.max_epochs=3",
     "probe.max_offset=3",
-    "probe.max_epochs=4",
+    "++probe.max_epochs=4",  # ++: the trained kinds; ridge has no epochs
     "probe.bootstrap.resamples=200",
     "data.num_chars=20000",
 ]

@@ -10,9 +10,8 @@ import sys
 
 import pytest
 
-from conftest import SHARED_DATA, TINY_SPEECH, compose_config
-from memsig.config import PROJECT_ROOT
-from memsig.pipeline import run
+from conftest import PROJECT_ROOT, SHARED_DATA, TINY_SPEECH, compose_config
+from memsig.pipeline.run import run
 
 pytestmark = pytest.mark.skipif(
     shutil.which("espeak-ng") is None,

@@ -12,12 +12,12 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from conftest import compose_config
+from memsig.extraction.loader import PositionBatches, position_loader, targets_of
 from memsig.probes.baselines import class_prior, prior_code_bits
-from memsig.probes.factory import ProbeSetup, fit_and_test
-from memsig.probes.loader import PositionBatches, position_loader, targets_of
+from memsig.probes.fit import ProbeSetup, fit_and_test
 from memsig.probes.moments import fit_moments
 from memsig.probes.multi_offset import WHITENING_SHRINKAGE, MultiOffsetProbe, whitening
-from memsig.stages.trainer import quiet_trainer
+from memsig.runtime.trainer import quiet_trainer
 
 
 def test_whitening_is_shrunk_and_drops_null_directions():

@@ -9,14 +9,14 @@ import pytest
 import torch
 
 from conftest import compose_config
-from memsig.bases import KEY, basis_divergence, curve_divergence
-from memsig.errors import ConfigError
 from memsig.models.checkpoint import build_network
 from memsig.models.factorized import BasisAblations, FactorizedLSTM, with_basis_ablations
 from memsig.models.recurrent import StackedRNN
-from memsig.pipeline import run
-from memsig.plan import prepare
-from memsig.signature import Signature, ViewScores
+from memsig.pipeline.plan import prepare
+from memsig.pipeline.run import run
+from memsig.reports.bases import KEY, basis_divergence, curve_divergence
+from memsig.runtime.errors import ConfigError
+from memsig.signature.record import Signature, ViewScores
 
 VOCAB = 7
 

@@ -1,5 +1,5 @@
 """Fault injection: a run stopped (SIGTERM) or killed (SIGKILL) at each named point of the
-pipeline (memsig.faults) and run again in the same run dir ends with every number of the
+pipeline (memsig.runtime.faults) and run again in the same run dir ends with every number of the
 uninterrupted run's signature and every one of its files.
 
 The faulted run is a fork of the test process (no interpreter start-up, the imports are
@@ -21,12 +21,12 @@ import pytest
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from conftest import compose_config
-from memsig.atomic import write_atomic
 from memsig.cli import _stop_on_sigterm
-from memsig.errors import ConfigError, MemsigError
-from memsig.pipeline import run
-from memsig.resume import ResumeCheckpoint
-from memsig.run_lock import run_dir_lock
+from memsig.pipeline.run import run
+from memsig.runtime.atomic import write_atomic
+from memsig.runtime.errors import ConfigError, MemsigError
+from memsig.runtime.resume import ResumeCheckpoint
+from memsig.runtime.run_lock import run_dir_lock
 
 # small enough for a run in seconds; early stopping ends both fits before max_epochs
 FAST = [

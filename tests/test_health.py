@@ -6,8 +6,8 @@ import csv
 
 import pytest
 
-from memsig.health import health_record, health_warning
-from memsig.signature import Signature, ViewScores
+from memsig.signature.health import health_record, health_warning
+from memsig.signature.record import Signature, ViewScores
 
 OFFSETS = [0, 1, 2]
 BASELINE = {"majority_accuracy": [0.4, 0.4, 0.4], "prior_entropy_bits": [2.0, 2.0, 2.0]}

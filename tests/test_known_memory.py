@@ -10,7 +10,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from memsig.config import build
+from memsig.config.compose import build
 from memsig.data.known_memory import (
     copy_corpus,
     repeat_conditional_bits,
@@ -19,7 +19,6 @@ from memsig.data.known_memory import (
     repeat_stream,
 )
 from memsig.data.streams import IGNORE, StreamChunks
-from memsig.errors import ConfigError
 from memsig.models.checkpoint import (
     build_network,
     checkpoint_target,
@@ -27,7 +26,8 @@ from memsig.models.checkpoint import (
     save_base_checkpoint,
 )
 from memsig.models.recurrent import StackedRNN
-from memsig.pipeline import run
+from memsig.pipeline.run import run
+from memsig.runtime.errors import ConfigError
 
 SPLIT = {"train": 0.6, "val": 0.1, "probe_train": 0.2, "probe_test": 0.1}
 

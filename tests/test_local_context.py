@@ -9,9 +9,9 @@ from collections import Counter, defaultdict
 import numpy as np
 import pytest
 
+from memsig.extraction.offsets import fit_val_split, offset_targets, valid_positions
+from memsig.measures.local_context import ALPHAS, local_context_reference
 from memsig.probes.baselines import prior_baselines
-from memsig.probes.local_context import ALPHAS, local_context_reference
-from memsig.probes.offsets import fit_val_split, offset_targets, valid_positions
 
 
 def split(train: np.ndarray, test: np.ndarray, offsets: list[int], val_fraction: float, vocab: int):

@@ -11,8 +11,8 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-import memsig.config
-from memsig.errors import ConfigError
+import memsig.config.compose
+from memsig.measures.local_context import check_orders
 from memsig.models.checkpoint import (
     build_network,
     load_base_checkpoint,
@@ -22,8 +22,8 @@ from memsig.models.checkpoint import (
 from memsig.models.context import PAD
 from memsig.models.ngram import NGramLM, bits_per_char
 from memsig.models.window import WindowLM
-from memsig.pipeline import run
-from memsig.probes.local_context import check_orders
+from memsig.pipeline.run import run
+from memsig.runtime.errors import ConfigError
 
 
 def slow_kneser_ney(tokens: list[int], order: int, vocab_size: int):
@@ -159,7 +159,9 @@ def test_bad_reference_orders(orders):
 
 
 def compose_tiny(tmp_path, *overrides):
-    with initialize_config_dir(config_dir=str(memsig.config.CONFIG_DIR), version_base="1.3"):
+    with initialize_config_dir(
+        config_dir=str(memsig.config.compose.CONFIG_DIR), version_base="1.3"
+    ):
         return compose(
             config_name="config",
             overrides=[

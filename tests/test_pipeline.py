@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from conftest import compose_config
-from memsig.errors import ConfigError, MemsigError
-from memsig.pipeline import run
-from memsig.signature import SCHEMA, capacity
+from memsig.pipeline.run import run
+from memsig.runtime.errors import ConfigError, MemsigError
+from memsig.signature.record import SCHEMA, capacity
 
 TOP_KEYS = {"schema", "model", "data", "probe", "offsets", "baseline", "views"}
 

@@ -12,13 +12,13 @@ import pytest
 import torch
 
 from conftest import compose_config
-from memsig.pipeline import run
-from memsig.probes.loader import PositionBatches, position_loader, targets_of
+from memsig.extraction.loader import PositionBatches, position_loader, targets_of
+from memsig.extraction.offsets import valid_positions
+from memsig.pipeline.run import run
 from memsig.probes.mlp import MLPProbe, OffsetMLPs
 from memsig.probes.multi_offset import FusedProbe, MultiOffsetProbe
-from memsig.probes.offsets import valid_positions
 from memsig.probes.ridge import RidgeProbe
-from memsig.stages.trainer import quiet_trainer
+from memsig.runtime.trainer import quiet_trainer
 
 
 def moments(x: np.ndarray) -> tuple[dict, dict]:

@@ -14,16 +14,16 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from memsig.data.markov import markov_corpus
-from memsig.errors import ConfigError, NumericalError
+from memsig.extraction.loader import PositionBatches, position_loader, targets_of
+from memsig.extraction.offsets import offset_targets, resolve_offsets, valid_positions
+from memsig.extraction.state_cache import CacheWriter, ExtractSettings, build_cache, open_cache
 from memsig.models.recurrent import StackedRNN
 from memsig.probes.baselines import prior_baselines
-from memsig.probes.loader import PositionBatches, position_loader, targets_of
 from memsig.probes.multi_offset import MultiOffsetProbe
-from memsig.probes.offsets import offset_targets, resolve_offsets, valid_positions
 from memsig.probes.prior_guard import PriorGuard
 from memsig.probes.scores import HeadScores, head_statistics
-from memsig.stages.trainer import quiet_trainer
-from memsig.state_cache import CacheWriter, ExtractSettings, build_cache, open_cache
+from memsig.runtime.errors import ConfigError, NumericalError
+from memsig.runtime.trainer import quiet_trainer
 
 SPLIT = {"train": 0.25, "val": 0.25, "probe_train": 0.25, "probe_test": 0.25}
 
@@ -63,7 +63,7 @@ def test_targets_are_index_shifts():
 def test_targets_are_built_once_per_dataset(monkeypatch):
     """Every batch of every epoch and every reader of all targets share one matrix; a dataset
     with other positions or labels builds its own."""
-    import memsig.probes.loader as loader
+    import memsig.extraction.loader as loader
 
     calls = []
     monkeypatch.setattr(loader, "offset_targets", lambda *a: calls.append(1) or offset_targets(*a))
@@ -341,7 +341,7 @@ def test_cache_refuses_to_fill_the_disk(net, tmp_path, monkeypatch):
     import shutil
     from collections import namedtuple
 
-    from memsig.errors import MemsigError
+    from memsig.runtime.errors import MemsigError
 
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**6, 10**6 - 1000, 1000))

@@ -9,23 +9,22 @@ import numpy as np
 import pytest
 import torch
 
-from memsig.errors import ConfigError
-from memsig.pipeline import run
-from memsig.plan import prepare
-from memsig.probes.baselines import prior_baselines
-from memsig.probes.bootstrap import (
+from memsig.extraction.loader import PositionBatches, targets_of
+from memsig.extraction.state_cache import ExtractSettings, build_cache
+from memsig.measures.bootstrap import (
     document_ids,
     percentile_interval,
     resample_weights,
     resampled_means,
 )
-from memsig.probes.control import control_labels, relabelled
-from memsig.probes.factory import ProbeSetup, fit_and_test
-from memsig.probes.loader import PositionBatches, targets_of
-from memsig.probes.mdl import block_ends, online_code_bits
-from memsig.reliability import control_record
-from memsig.signature import Signature, half_life, view_scores
-from memsig.state_cache import ExtractSettings, build_cache
+from memsig.measures.control import control_labels, control_record, relabelled
+from memsig.measures.online_code import block_ends, online_code_bits
+from memsig.pipeline.plan import prepare
+from memsig.pipeline.run import run
+from memsig.probes.baselines import prior_baselines
+from memsig.probes.fit import ProbeSetup, fit_and_test
+from memsig.runtime.errors import ConfigError
+from memsig.signature.record import Signature, half_life, view_scores
 
 
 def test_bootstrap_interval_coverage_is_close_to_nominal():
@@ -183,7 +182,7 @@ def test_every_probe_kind_gives_controls_intervals_and_online_code(tiny_config, 
         f"probe={kind}",
         *hidden,
         "model.training.max_epochs=1",
-        "probe.max_epochs=2",
+        "++probe.max_epochs=2",  # ++: mlp trains; ridge has no epochs
         "probe.max_offset=4",
         "probe.views=[layer1.h]",
         "probe.control=true",

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY, TINY_MARKOV, compose_config
-from memsig.config import PROJECT_ROOT
-from memsig.pipeline import run
+from conftest import PROJECT_ROOT, TINY, TINY_MARKOV, compose_config
+from memsig.pipeline.run import run
 
 FIXED_LENGTH = [  # no early stopping, so both runs train the same number of epochs
     "model.training.max_epochs=10",
@@ -76,7 +75,7 @@ def test_interrupted_run_resumes_to_the_same_signature(tmp_path):
 
 
 def test_a_truncated_last_checkpoint_is_not_trusted(tmp_path):
-    from memsig.resume import resume_point
+    from memsig.runtime.resume import resume_point
 
     checkpoints = tmp_path / "checkpoints"
     checkpoints.mkdir()

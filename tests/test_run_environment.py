@@ -13,11 +13,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import TINY, TINY_MARKOV
-from memsig.atomic import write_json_atomic, write_text_atomic
-from memsig.config import PROJECT_ROOT
-from memsig.progress import LogProgress, LoopProgress, Ticker, clock_text
-from memsig.threads import (
+from conftest import PROJECT_ROOT, TINY, TINY_MARKOV
+from memsig.runtime.atomic import write_json_atomic, write_text_atomic
+from memsig.runtime.progress import LogProgress, LoopProgress, Ticker, clock_text
+from memsig.runtime.threads import (
     default_threads,
     processes_per_node,
     torch_threads,
@@ -36,7 +35,7 @@ class FakeClock:
 def test_loop_progress_prints_at_most_one_line_per_interval(caplog):
     clock = FakeClock()
     progress = LoopProgress("extraction probe_train", 1000, "steps", every_s=10, clock=clock)
-    with caplog.at_level("INFO", logger="memsig.progress"):
+    with caplog.at_level("INFO", logger="memsig.runtime.progress"):
         for second in range(1, 101):  # 4 steps a second for 100 s, reported every second
             clock.now += 1
             progress.update(4 * second)
@@ -59,7 +58,7 @@ def test_training_progress_line_has_rate_and_both_etas(caplog):
         progress_bar_metrics={"train/loss": 1.23456},
     )
     progress.on_train_start(trainer, None)
-    with caplog.at_level("INFO", logger="memsig.progress"):
+    with caplog.at_level("INFO", logger="memsig.runtime.progress"):
         for step in range(1, 61):  # 5 steps a second
             clock.now += 0.2
             trainer.global_step = step

@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from memsig import selfcheck
-from memsig.config import PROJECT_ROOT
-from memsig.selfcheck import Row
-from memsig.signature import Signature, ViewScores
+from conftest import PROJECT_ROOT
+from memsig.commands import selfcheck
+from memsig.commands.selfcheck import Row
+from memsig.signature.record import Signature, ViewScores
 
 
 def test_selfcheck_passes_every_row_and_writes_the_figure(tmp_path):

@@ -11,9 +11,9 @@ import torch
 from memsig.data.batches import EpochBatches, padding_fraction
 from memsig.data.synth_speech import synth_speech_corpus
 from memsig.data.utterances import utterance_loader
-from memsig.frame_cache import build_frame_cache
+from memsig.extraction.alignment import current_graphemes
+from memsig.extraction.frame_cache import build_frame_cache
 from memsig.models.ctc_encoder import CTCEncoder
-from memsig.probes.alignment import current_graphemes
 
 
 def wide_lengths(count: int, seed: int = 0) -> np.ndarray:

@@ -10,7 +10,7 @@ import soundfile as sf
 from memsig.data.corpus import PARTS
 from memsig.data.speech import librispeech_corpus, load_audio
 from memsig.data.synth_speech import synth_speech_corpus
-from memsig.errors import ConfigError, MemsigError
+from memsig.runtime.errors import ConfigError, MemsigError
 
 RATE = 16000
 GRAPHEMES = " 'ABCDEFGHIJKLMNOPQRSTUVWXYZ"

@@ -15,11 +15,11 @@ from scipy import stats
 
 from conftest import TINY, TINY_MARKOV, offline_env, run_command, wandb_records
 from memsig.cli import main
-from memsig.cluster import check_layout, check_local_ddp_in_sweep
-from memsig.errors import ConfigError
-from memsig.objective import objective
-from memsig.plan import prepare
-from memsig.signature import Signature
+from memsig.pipeline.plan import prepare
+from memsig.runtime.cluster import check_layout, check_local_ddp_in_sweep
+from memsig.runtime.errors import ConfigError
+from memsig.signature.objective import objective
+from memsig.signature.record import Signature
 
 # a run of a few seconds: one epoch of base training, offsets 0..2
 QUICK = [

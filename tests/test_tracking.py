@@ -12,7 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from conftest import compose_config, wandb_records
 from memsig.models.checkpoint import file_digest
-from memsig.pipeline import run
+from memsig.pipeline.run import run
 
 
 @pytest.fixture(scope="module")

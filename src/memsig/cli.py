@@ -1,8 +1,6 @@
 """The `memsig` command and run.py: compose the Hydra config and run the pipeline, or run a
-named command given as the first argument: `memsig compare RUN_A RUN_B` (two runs character
-by character), `memsig compare MULTIRUN_DIR` (the runs of a sweep, mean and interval over
-seeds), `memsig selfcheck` (known-answer experiments), `memsig audit RUN_DIR` (a run's
-signature against scikit-learn)."""
+named command given as the first argument (COMMANDS; `memsig --help` lists them with the config
+groups)."""
 
 from __future__ import annotations
 
@@ -15,21 +13,41 @@ from itertools import takewhile
 from typing import NoReturn
 
 import hydra
-from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from memsig.config import CONFIG_DIR, in_sweep
-from memsig.errors import MemsigError, exit_with
-from memsig.objective import objective
+from memsig.config.compose import CONFIG_MODULE, in_sweep
+from memsig.runtime.errors import MemsigError, exit_with
 
 log = logging.getLogger("memsig")
-# first argument -> module whose command(argv) runs
+# first argument -> (module whose command(argv) runs, what it does: shown by `memsig --help`)
 COMMANDS = {
-    "audit": "memsig.audit",
-    "compare": "memsig.char_report",
-    "compare-sweep": "memsig.sweep_report",
-    "selfcheck": "memsig.selfcheck",
+    "compare": (
+        "memsig.commands.compare",
+        "RUN_A RUN_B: which characters two runs' states keep, side by side",
+    ),
+    "compare-sweep": (
+        "memsig.commands.compare_sweep",
+        "MULTIRUN_DIR (also `compare MULTIRUN_DIR`): a sweep, mean and interval over seeds",
+    ),
+    "selfcheck": (
+        "memsig.commands.selfcheck",
+        "known-answer experiments: can signatures be trusted on this machine?",
+    ),
+    "audit": (
+        "memsig.commands.audit",
+        "RUN_DIR: a finished run's signature against scikit-learn's probes",
+    ),
 }
+
+
+def commands_help() -> str:
+    """The commands, one a line, for `memsig --help` (its template: conf/hydra/default.yaml)."""
+    width = max(map(len, COMMANDS))
+    return "\n".join(f"  {name:<{width}}  {text}" for name, (_, text) in COMMANDS.items())
+
+
+if not OmegaConf.has_resolver("memsig_commands"):
+    OmegaConf.register_new_resolver("memsig_commands", commands_help)
 
 
 def main() -> float | None:
@@ -39,7 +57,7 @@ def main() -> float | None:
         if name == "compare" and len(list(takewhile(lambda a: not a.startswith("-"), args))) == 1:
             name = "compare-sweep"  # `memsig compare MULTIRUN_DIR [options]`: one folder
         try:
-            return importlib.import_module(COMMANDS[name]).command(args)
+            return importlib.import_module(COMMANDS[name][0]).command(args)
         except MemsigError as err:
             _fail(err)
     return hydra_run()
@@ -53,13 +71,19 @@ def _fail(err: MemsigError) -> NoReturn:
 def _stop_on_sigterm(signum: int, frame: object) -> NoReturn:
     """Stop wherever the run is (Lightning calls this after its own handler inside training);
     finished work is on disk and a rerun in the same run dir continues from it."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
     raise SIGTERMException
 
 
-@hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base="1.3")
+@hydra.main(config_path=f"pkg://{CONFIG_MODULE}", config_name="config", version_base="1.3")
 def hydra_run(cfg: DictConfig) -> float | None:
-    """Run the stages; returns the configured objective (the value a sweeper optimises)."""
-    from memsig.pipeline import run
+    """Run the stages; returns the configured objective (the value a sweeper optimises).
+    Lightning and the pipeline are imported here, so `memsig --help` answers at once."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from memsig.pipeline.run import run
+    from memsig.signature.objective import objective
 
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:

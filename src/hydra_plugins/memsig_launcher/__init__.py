@@ -1,5 +1,5 @@
 """memsig's Hydra launcher plugin: submitit's SLURM launcher that checks the DDP layout of
-every job (memsig.cluster.check_layout) before submitting any (`hydra/launcher=slurm`)."""
+every job (memsig.runtime.cluster.check_layout) before submitting any (`hydra/launcher=slurm`)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from hydra.core.utils import JobReturn
 from hydra_plugins.hydra_submitit_launcher import submitit_launcher
 
-from memsig.cluster import check_layout
-from memsig.errors import ConfigError
+from memsig.runtime.cluster import check_layout
+from memsig.runtime.errors import ConfigError
 
 
 class SlurmLauncher(submitit_launcher.SlurmLauncher):

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import torch
 from torch.utils.data import Sampler
 
-from memsig.distributed import shard
+from memsig.runtime.distributed import shard
 
 # Shuffled batches by length are formed inside pools of this many batches: enough items to
 # find similar lengths, few enough that a batch still mixes a random part of the data.

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from memsig.errors import ConfigError
+from memsig.runtime.errors import ConfigError
 
 PARTS = ("train", "val", "probe_train", "probe_test")
 
@@ -26,7 +26,7 @@ class Corpus:
     vocab: tuple[str, ...]  # index -> symbol
     parts: dict[str, np.ndarray]  # PARTS -> 1-D int64 token ids
     info: dict[str, float]  # facts about the source, e.g. {"entropy_rate_bits": 1.23}
-    # what the base model learns to emit at step t, as an offset (see probes/offsets.py):
+    # what the base model learns to emit at step t, as an offset (see extraction/offsets.py):
     # -1 the next symbol (language modelling), d >= 0 the input d steps back (delayed copy)
     target: int = -1
 

@@ -33,11 +33,11 @@ import numpy as np
 
 from memsig.data.corpus import Corpus, split_blocks
 from memsig.data.markov import SYMBOLS
-from memsig.errors import ConfigError
+from memsig.runtime.errors import ConfigError
 
 
 def _check(vocab_size: int, num_chars: int, memory: int) -> None:
-    """What validate.py cannot see from the config alone (sizes relative to each other)."""
+    """What config/validate.py cannot see from the config alone (sizes relative to each other)."""
     if not 2 <= vocab_size <= len(SYMBOLS):
         raise ConfigError(
             f"data.vocab_size={vocab_size}: must be between 2 and {len(SYMBOLS)} "

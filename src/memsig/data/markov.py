@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from memsig.data.corpus import Corpus, split_blocks
-from memsig.errors import ConfigError
+from memsig.runtime.errors import ConfigError
 
 SYMBOLS = "abcdefghijklmnopqrstuvwxyz0123456789"
 MAX_CONTEXTS = 2**22

@@ -23,7 +23,7 @@ import numpy as np
 import soundfile as sf
 
 from memsig.data.corpus import PARTS
-from memsig.errors import ConfigError, MemsigError
+from memsig.runtime.errors import ConfigError, MemsigError
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from memsig.distributed import shard
-from memsig.errors import ConfigError
+from memsig.runtime.distributed import shard
+from memsig.runtime.errors import ConfigError
 
 IGNORE = -100  # label of a step without a target (cross_entropy's default ignore_index)
 
@@ -15,7 +15,7 @@ IGNORE = -100  # label of a step without a target (cross_entropy's default ignor
 class StreamChunks(Dataset):
     """Item i is chunk i of `rows` parallel streams: inputs and their labels, [rows, T].
 
-    The label at step t is the token at offset `target` (probes/offsets.py): -1 the next token
+    The label at step t is the token at offset `target` (extraction/offsets.py): -1 the next token
     (language modelling), d >= 0 the input d steps back (delayed copy; IGNORE in a row's first
     d steps, whose source the row's model has not read).
     The stream is cut into `rows` contiguous pieces (one per batch row) and read left to right,

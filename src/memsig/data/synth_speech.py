@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from memsig.atomic import write_json_atomic, write_text_atomic
 from memsig.data.corpus import PARTS
 from memsig.data.speech import SpeechCorpus, librispeech_corpus
-from memsig.errors import ConfigError
+from memsig.runtime.atomic import write_json_atomic, write_text_atomic
+from memsig.runtime.errors import ConfigError
 
 SUBSETS = {"train": "train", "val": "dev", "probe_train": "probe", "probe_test": "test"}
 MARKER = "synth_speech.json"

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from memsig.data.corpus import Corpus, split_blocks
-from memsig.errors import MemsigError
+from memsig.runtime.errors import MemsigError
 
 UNK = "<unk>"
 

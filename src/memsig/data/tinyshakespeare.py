@@ -11,10 +11,10 @@ import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
-from memsig.atomic import temp_file_beside
 from memsig.data.corpus import Corpus
 from memsig.data.text import text_corpus
-from memsig.errors import MemsigError
+from memsig.runtime.atomic import temp_file_beside
+from memsig.runtime.errors import MemsigError
 
 URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"

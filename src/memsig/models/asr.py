@@ -11,8 +11,8 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.text import CharErrorRate, WordErrorRate
 
-from memsig.errors import BASE_MODEL_FIX, check_finite_loss
 from memsig.models.ctc_encoder import CTCEncoder, greedy_decode
+from memsig.runtime.errors import BASE_MODEL_FIX, check_finite_loss
 
 
 class CTCSystem(L.LightningModule):

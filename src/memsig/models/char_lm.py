@@ -13,9 +13,9 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from memsig.data.streams import IGNORE
-from memsig.errors import BASE_MODEL_FIX, check_finite_loss
 from memsig.models.recurrent import detach_state
-from memsig.units import nats_to_bits
+from memsig.runtime.errors import BASE_MODEL_FIX, check_finite_loss
+from memsig.runtime.units import nats_to_bits
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 class CharLM(L.LightningModule):
     """Truncated-BPTT training of an injected network that answers `forward` and `views`.
 
-    `target` is the offset of the label at each step (probes/offsets.py): -1 for the next
+    `target` is the offset of the label at each step (extraction/offsets.py): -1 for the next
     symbol, d >= 0 for the input d steps back; the loader supplies the labels and marks steps
     without one as IGNORE, which the loss skips.
 
@@ -35,8 +35,6 @@ class CharLM(L.LightningModule):
         self,
         net: nn.Module,
         optimizer: Callable[..., torch.optim.Optimizer],
-        vocab: list[str],
-        unit: str = "char",
         target: int = -1,
         compile: bool = False,
     ) -> None:
@@ -50,20 +48,10 @@ class CharLM(L.LightningModule):
                 "this network's forward uncompiled (no speed-up); set compile=false"
             )
         self.optimizer_factory = optimizer
-        self.vocab = list(vocab)
-        self.unit = unit
         self.target = target
         self.train_loss = MeanMetric()
         self.val_nll = MeanMetric()
         self._state = {"train": None, "val": None}
-
-    @property
-    def view_dims(self) -> dict[str, int]:
-        return self.net.view_dims
-
-    def states(self, tokens: torch.Tensor, state=None) -> tuple[dict[str, torch.Tensor], object]:
-        """Every state view aligned with the input positions (the model contract)."""
-        return self.net.views(tokens, state)
 
     def _step(self, batch, batch_idx: int, split: str) -> torch.Tensor:
         inputs, targets = batch

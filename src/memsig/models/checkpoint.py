@@ -6,12 +6,13 @@ import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 
+import lightning as L
 import torch
 from torch import nn
 
-from memsig.atomic import write_atomic
-from memsig.config import build
-from memsig.errors import ConfigError, MemsigError
+from memsig.config.compose import build
+from memsig.runtime.atomic import write_atomic
+from memsig.runtime.errors import ConfigError, MemsigError
 
 FORMAT = "memsig/base@1"
 
@@ -22,6 +23,13 @@ def build_network(model_cfg: Mapping, vocab_size: int) -> nn.Module:
         return build(model_cfg["net"], vocab_size=vocab_size)
     except ValueError as err:
         raise ConfigError(f"model: {err}") from err
+
+
+def initial_network(model_cfg: Mapping, vocab_size: int, seed: int) -> nn.Module:
+    """The network as base training initialises it from `seed`: the model trained, and the
+    untrained baseline probed against it, start from the same weights."""
+    L.seed_everything(seed, workers=True, verbose=False)
+    return build_network(model_cfg, vocab_size)
 
 
 def save_base_checkpoint(

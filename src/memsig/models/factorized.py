@@ -18,8 +18,8 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 
-from memsig.errors import ConfigError
 from memsig.models.recurrent import StackedRNN, State
+from memsig.runtime.errors import ConfigError
 
 
 class FactorizedLSTMLayer(nn.Module):

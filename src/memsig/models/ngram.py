@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from memsig.models.context import PAD, context_windows
-from memsig.units import nats_to_bits
+from memsig.runtime.units import nats_to_bits
 
 MAX_ID = 2**62  # n-gram ids must fit int64 with room for the next digit
 

@@ -15,8 +15,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from memsig.probes.loader import PositionBatches, position_loader
-from memsig.state_cache import RunningMoments
+from memsig.extraction.loader import PositionBatches, position_loader
+from memsig.extraction.state_cache import RunningMoments
 
 
 def fit_moments(

@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from memsig.errors import ConfigError, check_finite_loss
 from memsig.probes.prior_guard import PriorGuard
 from memsig.probes.scores import HeadLosses, TestScoring, head_losses, head_statistics
+from memsig.runtime.errors import ConfigError, check_finite_loss
 
 
 class FusedProbe(TestScoring, L.LightningModule):

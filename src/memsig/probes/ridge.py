@@ -27,10 +27,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from memsig.distributed import all_reduce_sum
 from memsig.probes.prior_guard import PriorGuard
 from memsig.probes.scores import TestScoring, head_statistics
-from memsig.units import nats_to_bits
+from memsig.runtime.distributed import all_reduce_sum
+from memsig.runtime.units import nats_to_bits
 
 # inverse temperatures tried: 2^(-2) .. 2^12 in steps of 2^(1/2), then 2^(+-1/16 .. 1/2) around
 # each head's best

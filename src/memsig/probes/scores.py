@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torchmetrics import Metric
 
-from memsig.distributed import all_reduce_sum
-from memsig.units import nats_to_bits
+from memsig.runtime.distributed import all_reduce_sum
+from memsig.runtime.units import nats_to_bits
 
 
 class HeadLosses(Metric):

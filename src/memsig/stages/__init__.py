@@ -1,1 +1,0 @@
-"""The pipeline's stages: train the base model; compute its signature."""
