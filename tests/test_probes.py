@@ -20,6 +20,8 @@ from memsig.extraction.state_cache import CacheWriter, ExtractSettings, build_ca
 from memsig.models.recurrent import StackedRNN
 from memsig.probes.baselines import prior_baselines
 from memsig.probes.multi_offset import MultiOffsetProbe
+from memsig.probes.prior_guard import PriorGuard
+from memsig.probes.scores import HeadScores, head_statistics
 from memsig.runtime.errors import ConfigError, NumericalError
 from memsig.runtime.trainer import quiet_trainer
 
@@ -56,6 +58,92 @@ def test_targets_are_index_shifts():
     for row, t in enumerate(positions):
         for col, k in enumerate(offsets):
             assert targets[row, col] == tokens[t - k]
+
+
+def test_targets_are_built_once_per_dataset(monkeypatch):
+    """Every batch of every epoch and every reader of all targets share one matrix; a dataset
+    with other positions or labels builds its own."""
+    import memsig.extraction.loader as loader
+
+    calls = []
+    monkeypatch.setattr(loader, "offset_targets", lambda *a: calls.append(1) or offset_targets(*a))
+    tokens = np.arange(300) * 7 % 11
+    offsets = np.array([3, 0, -2, 5])
+    positions = np.asarray(valid_positions(len(tokens), offsets))
+    data = PositionBatches({}, tokens, positions, offsets)
+    expected = np.array([[tokens[t - k] for k in offsets] for t in positions])
+    for epoch in range(2):
+        for _, targets, rows in position_loader(data, 64, shuffle=True, shard=False, seed=epoch):
+            np.testing.assert_array_equal(targets.numpy(), expected[rows.numpy()])
+    np.testing.assert_array_equal(targets_of(data), expected)
+    assert targets_of(data) is targets_of(data) and len(calls) == 1
+    part = data.replaced(positions=positions[10:40])
+    np.testing.assert_array_equal(targets_of(part), expected[10:40])
+    labels = np.arange(4 * 11).reshape(4, 11) % 3
+    relabelled = data.replaced(labels=labels)
+    np.testing.assert_array_equal(targets_of(relabelled), labels[np.arange(4), expected])
+    assert len(calls) == 3
+
+
+def test_validation_pass_scores_every_head_as_the_full_statistics_do():
+    """The validation pass sums only cross-entropy; it equals the test statistics' exactly
+    and a float64 softmax by hand, for every view x strength x offset head."""
+    rng = np.random.default_rng(5)
+    views, offsets, classes, strengths = {"a": 6, "b": 3}, 4, 5, [1e-3, 1e-1]
+    fit_targets = rng.integers(0, classes, size=(200, offsets))
+    fit_targets[:, 2] %= classes - 1  # a symbol unseen at one offset: the guard's prior
+    probe = MultiOffsetProbe(
+        views,
+        offsets,
+        classes,
+        functools.partial(torch.optim.Adam, lr=0.02),
+        {v: rng.normal(size=d) for v, d in views.items()},
+        {v: np.diag(rng.uniform(0.5, 2.0, size=d)) for v, d in views.items()},
+        strengths=strengths,
+        guard=PriorGuard(len(views), classes, fit_targets),
+    )
+    with torch.no_grad():
+        for head in probe.heads:
+            head.weight.normal_()
+            head.bias.normal_()
+    batches = [
+        (
+            {v: torch.randn(n, d) for v, d in views.items()},
+            torch.as_tensor(rng.integers(0, classes, size=(n, offsets))),
+            torch.arange(start, start + n),
+        )
+        for start, n in ((0, 7), (7, 16), (23, 1))
+    ]
+    full = HeadScores(len(views), probe.num_heads, classes)
+    with torch.no_grad():
+        for step, (features, targets, rows) in enumerate(batches):
+            probe.validation_step((features, targets, rows), step)
+            full.update(*head_statistics(*probe.every_head(features, targets)), rows)
+    fast, slow = probe.val_scores.results(), full.results()
+    assert torch.equal(fast["xent_bits"], slow["xent_bits"]) and fast["count"] == 24
+
+    reference = sum(head_nats_by_hand(probe, f, t) for f, t, _ in batches) / 24 / math.log(2)
+    np.testing.assert_allclose(fast["xent_bits"].numpy(), reference.numpy(), rtol=1e-5)
+
+
+@torch.no_grad()
+def head_nats_by_hand(probe: MultiOffsetProbe, features: dict, targets: torch.Tensor):
+    """Summed cross-entropy (nats) [views, heads] of every head, in float64 from the weights:
+    whitening, class-major rows, a softmax over the seen symbols, the prior for unseen ones."""
+    strengths, offsets = probe.num_strengths, probe.num_offsets
+    seen = probe.guard.seen.T[:, None, :]  # [classes, 1, offsets]
+    log_prior = probe.guard.log_prior.T[:, None, :].double()
+    out = []
+    for i, v in enumerate(probe.views):
+        mean, whiten = getattr(probe, f"mean{i}").double(), getattr(probe, f"whiten{i}").double()
+        x = (features[v].double() - mean) @ whiten
+        logits = x @ probe.heads[i].weight.double().T + probe.heads[i].bias.double()
+        logits = logits.view(len(x), probe.num_classes, strengths, offsets)
+        log_p = logits.masked_fill(~seen, -math.inf).log_softmax(1)
+        log_p = torch.where(seen, log_p + probe.guard.log_seen_mass.double(), log_prior)
+        picked = log_p.gather(1, targets[:, None, None, :].expand(-1, 1, strengths, -1))
+        out.append(-picked.sum(0).flatten())  # strength-major, as the heads are
+    return torch.stack(out)
 
 
 def test_prior_baselines_by_hand():

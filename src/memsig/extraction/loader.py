@@ -24,7 +24,11 @@ class PositionBatches(Dataset):
     The target of position t at offset k is tokens[anchor(t) - k], where anchor(t) is t itself
     (a token stream) or anchors[t] (a frame's current grapheme, for speech). With `labels`
     ([offsets, symbols]), offset j's target x becomes labels[j, x]: a relabelling of the same
-    index shifts (the control tasks)."""
+    index shifts (the control tasks).
+
+    The targets of all positions are built once, on first use, and kept (`all_targets`): every
+    batch of every epoch, the prior guard, the baselines and the intervals read rows of the
+    same matrix, which at many offsets is large."""
 
     def __init__(
         self,
@@ -41,12 +45,13 @@ class PositionBatches(Dataset):
         self.offsets = offsets
         self.anchors = anchors
         self.labels = labels
+        self._all_targets: np.ndarray | None = None
 
     def replaced(self, **changes) -> PositionBatches:
         """The same dataset (subclasses included) with some fields changed: positions,
-        labels, ..."""
+        labels, ... (its targets are built anew)."""
         out = copy.copy(self)
-        vars(out).update(changes)
+        vars(out).update({"_all_targets": None, **changes})
         return out
 
     def anchor(self, positions: np.ndarray) -> np.ndarray:
@@ -59,6 +64,13 @@ class PositionBatches(Dataset):
         if self.labels is None:
             return symbols
         return np.take_along_axis(self.labels.T, symbols, axis=0)
+
+    def all_targets(self) -> np.ndarray:
+        """Targets [len(self), offsets] of every position, in the order of `positions`: built
+        on the first call, then shared (callers must not modify it)."""
+        if self._all_targets is None:
+            self._all_targets = self.targets(np.asarray(self.positions))
+        return self._all_targets
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -75,7 +87,7 @@ class PositionBatches(Dataset):
         features = {
             v: torch.from_numpy(np.asarray(a[pos], dtype=np.float32)) for v, a in self.views.items()
         }
-        targets = torch.from_numpy(self.targets(pos))
+        targets = torch.from_numpy(self.all_targets()[rows])
         return features, targets, torch.from_numpy(rows)
 
 
@@ -103,5 +115,6 @@ def position_loader(
 
 
 def targets_of(dataset: PositionBatches) -> np.ndarray:
-    """All targets [positions, offsets] of a dataset (for the prior baselines)."""
-    return dataset.targets(np.asarray(dataset.positions))
+    """All targets [positions, offsets] of a dataset (for the prior baselines), built once per
+    dataset."""
+    return dataset.all_targets()

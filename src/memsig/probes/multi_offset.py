@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from memsig.probes.prior_guard import PriorGuard
-from memsig.probes.scores import HeadScores, TestScoring, head_losses, head_statistics
+from memsig.probes.scores import HeadLosses, TestScoring, head_losses, head_statistics
 from memsig.runtime.errors import ConfigError, check_finite_loss
 
 
@@ -82,7 +82,8 @@ class FusedProbe(TestScoring, L.LightningModule):
         self.register_buffer("reference_xent", torch.full((len(self.views), num_offsets), np.inf))
         self.register_buffer("improvements", torch.zeros((), dtype=torch.long))
         self.register_buffer("chosen", torch.zeros(len(self.views), num_offsets, dtype=torch.long))
-        self.val_scores = HeadScores(len(self.views), self.num_heads, num_classes)
+        # validation reads only every head's cross-entropy (early stopping, best heads)
+        self.val_scores = HeadLosses(len(self.views), self.num_heads)
         self.test_scores = self.new_test_scores()
         self.test_results: dict[str, torch.Tensor] | None = None
 
@@ -145,8 +146,8 @@ class FusedProbe(TestScoring, L.LightningModule):
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        features, targets, rows = batch
-        self.val_scores.update(*head_statistics(*self.every_head(features, targets)), rows)
+        features, targets, _ = batch
+        self.val_scores.update(head_losses(*self.every_head(features, targets)))
 
     def on_validation_epoch_end(self) -> None:
         # the whole validation block's cross-entropy (sums added over DDP ranks), so every

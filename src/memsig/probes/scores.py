@@ -12,12 +12,10 @@ from memsig.runtime.distributed import all_reduce_sum
 from memsig.runtime.units import nats_to_bits
 
 
-class HeadScores(Metric):
-    """Summed cross-entropy (nats) and correct predictions for every view x offset head.
-
-    With `documents` (the document index of every row of the scored dataset), the same sums
-    are also kept per document, so a bootstrap over documents resamples sums instead of
-    rescoring tokens; each batch names its rows, so any order or share of them adds up.
+class HeadLosses(Metric):
+    """Summed cross-entropy (nats) of every view x head, and the number of rows: all that
+    early stopping and the choice of each offset's best head read from a validation pass, so
+    that pass costs no argmax and no per-symbol tallies (which grow with heads x classes).
 
     Under DDP each rank sums its share of the pass (a sharded loader) and `results` adds the
     sums over the ranks (an explicit all-reduce of every state, in the order they were added,
@@ -26,6 +24,41 @@ class HeadScores(Metric):
 
     full_state_update = False
 
+    def __init__(self, num_views: int, num_offsets: int) -> None:
+        super().__init__(sync_on_compute=False)
+        self.add_state("nll", torch.zeros(num_views, num_offsets, dtype=torch.float64), "sum")
+        self.add_state("count", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, nll: torch.Tensor) -> None:
+        """nll: [views, batch, offsets]."""
+        self.nll += nll.double().sum(1)  # float64 sums: the same whatever the batches
+        self.count += nll.shape[1]
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        return self.results()
+
+    def results(self) -> dict[str, torch.Tensor]:
+        """Cross-entropy (bits) per view x offset and the rows scored, summed over DDP ranks,
+        in these shapes even for one view x one offset (torchmetrics squeezes one-element
+        results of `compute` to scalars). Every rank must call it: the sums are exchanged."""
+        return self._scores(self._summed())
+
+    def _summed(self) -> dict[str, torch.Tensor]:
+        return {name: all_reduce_sum(state.clone()) for name, state in self.metric_state.items()}
+
+    @staticmethod
+    def _scores(total: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"count": total["count"], "xent_bits": nats_to_bits(total["nll"] / total["count"])}
+
+
+class HeadScores(HeadLosses):
+    """HeadLosses plus correct predictions for every view x offset head, and correct
+    predictions and counts per offset x target symbol (what the test pass reports).
+
+    With `documents` (the document index of every row of the scored dataset), the same sums
+    are also kept per document, so a bootstrap over documents resamples sums instead of
+    rescoring tokens; each batch names its rows, so any order or share of them adds up."""
+
     def __init__(
         self,
         num_views: int,
@@ -33,16 +66,15 @@ class HeadScores(Metric):
         num_classes: int,
         documents: np.ndarray | None = None,
     ) -> None:
-        super().__init__(sync_on_compute=False)
+        super().__init__(num_views, num_offsets)
         self.num_classes = num_classes
         shape, by_symbol = (num_views, num_offsets), (num_views, num_offsets * num_classes)
-        for name, size in (("nll", shape), ("correct", shape), ("correct_by_symbol", by_symbol)):
+        for name, size in (("correct", shape), ("correct_by_symbol", by_symbol)):
             self.add_state(name, torch.zeros(size, dtype=torch.float64), dist_reduce_fx="sum")
         count_shape = (num_offsets * num_classes,)
         self.add_state(
             "count_by_symbol", torch.zeros(count_shape, dtype=torch.float64), dist_reduce_fx="sum"
         )
-        self.add_state("count", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         self.documents = None if documents is None else torch.as_tensor(documents).long()
         if self.documents is not None:
             per_doc = (int(self.documents.max()) + 1, num_views, num_offsets)
@@ -55,9 +87,8 @@ class HeadScores(Metric):
     ) -> None:
         """nll, correct: [views, batch, offsets]; targets: [batch, offsets]; rows: [batch], each
         row's index in the scored dataset (which names its document)."""
-        self.nll += nll.double().sum(1)  # float64 sums: the same whatever the batches
+        super().update(nll)
         self.correct += correct.sum(1).double()
-        self.count += nll.shape[1]
         offsets = torch.arange(targets.shape[1], device=targets.device)
         index = (targets + offsets * self.num_classes).reshape(-1)  # (offset, symbol) bins
         self.count_by_symbol.index_add_(0, index, torch.ones_like(index, dtype=torch.float64))
@@ -77,14 +108,11 @@ class HeadScores(Metric):
         return self.results()
 
     def results(self) -> dict[str, torch.Tensor]:
-        """What `compute` gives, summed over DDP ranks, in these shapes even for one view x one
-        offset (torchmetrics squeezes one-element results of `compute` to scalars). Every rank
-        must call it: the sums are exchanged."""
-        total = {name: all_reduce_sum(state.clone()) for name, state in self.metric_state.items()}
+        """What `compute` gives, summed over DDP ranks (see HeadLosses.results)."""
+        total = self._summed()
         offsets = total["nll"].shape[1]
         out = {
-            "count": total["count"],
-            "xent_bits": nats_to_bits(total["nll"] / total["count"]),
+            **self._scores(total),
             "accuracy": total["correct"] / total["count"],
             "correct_by_symbol": total["correct_by_symbol"].view(-1, offsets, self.num_classes),
             "count_by_symbol": total["count_by_symbol"].view(offsets, self.num_classes),
