@@ -23,7 +23,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from conftest import compose_config
 from memsig.cli import _stop_on_sigterm
 from memsig.pipeline.run import run
-from memsig.runtime.atomic import write_atomic
+from memsig.runtime.atomic import signals_deferred, write_atomic
 from memsig.runtime.errors import ConfigError, MemsigError
 from memsig.runtime.resume import ResumeCheckpoint
 from memsig.runtime.run_lock import run_dir_lock
@@ -299,3 +299,31 @@ def test_a_file_write_that_fails_leaves_no_file(tmp_path):
     with pytest.raises(OSError, match="No space left"):
         write_atomic(tmp_path / "signature.png", half_then_full)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_stop_signal_during_an_atomic_write_waits_for_the_file(tmp_path):
+    """SIGTERM sent while a file is written (as torch.save writes, through Python calls) is
+    handled right after the write, never inside it: the file is complete and the signal is
+    not lost."""
+    seen: list[str] = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append("handled"))
+    target = tmp_path / "state.bin"
+
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as out:
+            out.write(b"first half ")
+            os.kill(os.getpid(), signal.SIGTERM)
+            out.write(b"second half")
+        seen.append("written")
+
+    try:
+        write_atomic(target, write)
+        seen.append("after")
+        with signals_deferred():
+            os.kill(os.getpid(), signal.SIGTERM)
+            seen.append("inside")
+        seen.append("end")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert seen == ["written", "handled", "after", "inside", "handled", "end"]
+    assert target.read_bytes() == b"first half second half"

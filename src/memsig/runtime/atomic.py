@@ -8,8 +8,11 @@ import io
 import json
 import math
 import os
+import signal
 import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -35,15 +38,38 @@ def temp_file_beside(path: Path, suffix: str = "") -> tuple[int, str]:
     return fd, tmp
 
 
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """SIGTERM and SIGINT wait until the block ends. torch.save writes through Python
+    callbacks from native code; a stop signal handled inside one has crashed the process
+    (heap corruption, exit 134) instead of stopping it. Deferred, the signal is raised again
+    right after the write, its file complete, and stops the run as it would have."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread handles signals
+        return
+    pending: list[int] = []
+    stops = [s for s in (signal.SIGTERM, signal.SIGINT) if signal.getsignal(s) is not None]
+    previous = {s: signal.signal(s, lambda signum, frame: pending.append(signum)) for s in stops}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(pending):
+            signal.raise_signal(signum)
+
+
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Call `write(tmp)` on a temporary file beside `path`, then rename it over `path`."""
+    """Call `write(tmp)` on a temporary file beside `path`, then rename it over `path`; stop
+    signals wait until both are done."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = temp_file_beside(path)
     os.close(fd)
     try:
-        write(Path(tmp))
-        os.replace(tmp, path)
+        with signals_deferred():
+            write(Path(tmp))
+            os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Checkpoint
 
-from memsig.runtime.atomic import write_json_atomic
+from memsig.runtime.atomic import signals_deferred, write_json_atomic
 from memsig.runtime.distributed import is_rank_zero
 from memsig.runtime.errors import MemsigError
 from memsig.runtime.faults import fault_point
@@ -79,9 +79,10 @@ class ResumeCheckpoint(Checkpoint):
         rank 0's rename."""
         tmp, path = self.directory / f".{name}.tmp", self.directory / name
         try:
-            trainer.save_checkpoint(tmp, weights_only=weights_only)  # rank 0 writes, all wait
-            if trainer.is_global_zero:
-                tmp.replace(path)
+            with signals_deferred():  # a stop signal waits until the checkpoint is written
+                trainer.save_checkpoint(tmp, weights_only=weights_only)  # rank 0 writes
+                if trainer.is_global_zero:
+                    tmp.replace(path)
         finally:
             if trainer.is_global_zero:  # the only writer: other ranks never touch its file
                 tmp.unlink(missing_ok=True)
