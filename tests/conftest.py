@@ -168,3 +168,28 @@ def tiny_lstm_run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("lstm") / "run"
     run(compose_config(run_dir, ["probe.max_epochs=30", *CONFORMANCE_DATA]))
     return run_dir
+
+
+# fixtures that run the pipeline end to end (a trained model and its signature): every test
+# that uses one is `slow`, left out of `make test-fast`
+PIPELINE_FIXTURES = {
+    "base_stage_done",
+    "fdr_run",
+    "kinds_runs",
+    "local_sweep",
+    "markov_run",
+    "ngram_runs",
+    "redirected_run",
+    "reference_run",
+    "runs",
+    "text_checkpoint",
+    "tiny_lstm_run",
+    "tracked_run",
+    "trained",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if PIPELINE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -47,6 +47,7 @@ def _with_group(key: str, override: str) -> list[str]:
     return [*groups, *([SOURCE_OF[key]] if key in SOURCE_OF else []), override]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key", list(CHECKS))
 def test_every_checked_key_rejects_bad_values_before_work(tiny_config, key):
     test = CHECKS[key][0]
@@ -60,6 +61,7 @@ def test_every_checked_key_rejects_bad_values_before_work(tiny_config, key):
         assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_random_config_values_give_only_clear_errors(tiny_config):
     rng = np.random.default_rng(0)
     keys = [
@@ -200,6 +202,7 @@ def test_an_added_key_that_nothing_reads_names_the_closest_key(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_an_added_key_typo_is_refused_on_the_command_line(tmp_path):
     done = run_command(["+model.hiden=64", "logger=none", f"hydra.run.dir={tmp_path}"])
     assert done.returncode == 2

@@ -82,6 +82,7 @@ def test_class_members():
     assert table["digits"][4] and table["upper case"] == [False] * 5 + [True, False, False]
 
 
+@pytest.mark.slow
 def test_chars_record_is_small_and_consistent(runs):
     record = load_chars(runs[0])
     signature = json.loads((runs[0] / "signature.json").read_text())
@@ -146,6 +147,7 @@ def test_chars_command_error_exits_cleanly(tmp_path, monkeypatch, capsys):
     assert "memsig: error: no signature" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_ngram_vs_rnn_multirun_ends_with_the_comparison(tmp_path):
     """The experiment's multirun, shrunk: the count model and the LSTM as two real jobs, then
     the sweep callback compares them and logs the comparison (CSV logger: files to read)."""

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import PROJECT_ROOT
 
 
@@ -29,6 +31,7 @@ def test_unknown_model_names_the_value_and_the_choices(tmp_path):
     assert not (tmp_path / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_non_integer_offset_is_a_clear_error(tmp_path):
     result = memsig("probe.offsets=[0,1,x]", "logger=none", f"hydra.run.dir={tmp_path}")
     assert result.returncode == 2
@@ -37,6 +40,7 @@ def test_non_integer_offset_is_a_clear_error(tmp_path):
     assert not (tmp_path / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_missing_text_file_is_a_clear_error(tmp_path):
     missing = tmp_path / "nope.txt"
     result = memsig("data=text", f"data.path={missing}", "logger=none", f"hydra.run.dir={tmp_path}")

@@ -44,6 +44,7 @@ def memsig(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.Co
     return run_command(args, env or {**os.environ, "WANDB_MODE": "disabled"}, 300, cwd)
 
 
+@pytest.mark.slow
 def test_help_lists_the_commands_and_the_config_groups(tmp_path):
     shown = memsig(["--help"], tmp_path)
     assert shown.returncode == 0, shown.stderr
@@ -90,6 +91,7 @@ def _global_step(checkpoint: Path) -> int:
     return torch.load(checkpoint, map_location="cpu", weights_only=True)["global_step"]
 
 
+@pytest.mark.slow
 def test_debug_fdr_runs_both_stages_on_one_batch_and_says_so(fdr_run):
     result, _, run_dir, seconds = fdr_run
     assert (run_dir / "checkpoints" / "base.ckpt").is_file()
@@ -105,6 +107,7 @@ def test_debug_fdr_runs_both_stages_on_one_batch_and_says_so(fdr_run):
     assert seconds < 120  # imports and process start included, on a shared 2-core machine
 
 
+@pytest.mark.slow
 def test_a_run_writes_under_the_launch_folder_and_reads_the_users_config_group(fdr_run):
     _, cwd, run_dir, _ = fdr_run
     assert run_dir.parent == cwd / "outputs" / "debug" / "runs"

@@ -80,6 +80,7 @@ def text_checkpoint(tmp_path_factory) -> Path:
     return directory / "checkpoints" / "base.ckpt"
 
 
+@pytest.mark.slow
 def test_ddp_on_two_processes_matches_one_process(tmp_path):
     """Both stages under DDP with the trained (linear) probe and signatures during training."""
     ddp_dir = tmp_path / "ddp"
@@ -126,6 +127,7 @@ def test_ddp_on_two_processes_matches_one_process(tmp_path):
     assert metrics.count("\n") > 1 and not (ddp_dir / "csv" / "version_1").exists()
 
 
+@pytest.mark.slow
 def test_closed_form_signature_under_ddp_equals_one_process(tmp_path, text_checkpoint):
     """probe=ridge: every number, intervals, control task, online code, conditioning and the
     untrained baseline included, the same on 2 processes as in one."""
@@ -150,6 +152,7 @@ def test_closed_form_signature_under_ddp_equals_one_process(tmp_path, text_check
     assert ddp["intervals"]["documents"] == single["intervals"]["documents"] > 2
 
 
+@pytest.mark.slow
 def test_speech_under_ddp_equals_one_process(tmp_path):
     """experiment=asr_layers on 2 processes, both stages: frame caches built once by rank 0,
     the checkpoint saved and logged once (the artifact the signature names); the signature on

@@ -19,6 +19,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+@pytest.mark.slow
 def test_espeak_corpus_trains_and_signs(tmp_path):
     text = tmp_path / "text.txt"
     lines = (SHARED_DATA / "tinyshakespeare.txt").read_text().splitlines()[:60]

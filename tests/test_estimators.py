@@ -7,6 +7,7 @@ import functools
 
 import lightning as L
 import numpy as np
+import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
@@ -98,6 +99,7 @@ def reference_scores(x_fit, y_fit, x_val, y_val, x_test, y_test, vocab):
     return float((p.argmax(1) == y_test).mean()), xent(p, y_test)
 
 
+@pytest.mark.slow
 def test_linear_probe_matches_scikit_learn_with_c_chosen_on_validation(tmp_path):
     """The pipeline's probe fitting (fit_and_test: fit-block whitening, L2 strengths chosen
     on validation, prior guard) against scikit-learn on a tiny set with padding rows and a
@@ -127,6 +129,7 @@ def test_linear_probe_matches_scikit_learn_with_c_chosen_on_validation(tmp_path)
         assert abs(ours[1] - xent) <= 0.03, (k, ours, xent)
 
 
+@pytest.mark.slow
 def test_a_head_on_pure_noise_never_does_worse_than_the_prior(tmp_path):
     """Features that hold nothing (noise, 40 units) and few fit positions: an unregularised
     head overfits and scores well below the prior on test data; the fitted probe (L2 chosen

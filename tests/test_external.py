@@ -25,6 +25,8 @@ from memsig.pipeline.run import run
 from memsig.runtime.errors import ConfigError
 from plain_models import PlainGRU, PlainLSTM, save_model, train_lm
 
+pytestmark = pytest.mark.slow  # every test trains a model and probes it
+
 # the probes of these tests: offsets 0..2, few epochs, one extraction row (the states of a
 # whole part from a zero state, which the step-by-step reference reproduces)
 PROBE = [

@@ -228,6 +228,7 @@ def test_divergence_compares_normalised_curves_at_past_offsets():
     assert basis_divergence(signature_with({"layer1.h": [0.1] * 4})) == {}
 
 
+@pytest.mark.slow
 def test_flstm_with_ablations_end_to_end(tmp_path):
     out = tmp_path / "run"
     quick = ["model.training.max_epochs=1", "probe.max_epochs=3", "data.num_chars=20000"]

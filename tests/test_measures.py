@@ -30,6 +30,7 @@ def test_position_counts(context: MeasureContext) -> dict:
 test_position_counts.__test__ = False  # a measure, not a test
 
 
+@pytest.mark.slow
 def test_a_measure_from_the_config_adds_its_record(tiny_config):
     cfg = tiny_config(
         "probe.bootstrap.resamples=0",

@@ -180,6 +180,7 @@ def compose_tiny(tmp_path, *overrides):
         )
 
 
+@pytest.mark.slow
 def test_ngram_context_signature_is_a_step(tmp_path):
     signature = run(compose_tiny(tmp_path, "model=ngram", "model.order=3"))
     accuracy = signature.views["context"].accuracy
@@ -192,6 +193,7 @@ def test_ngram_context_signature_is_a_step(tmp_path):
     assert (tmp_path / "signature.png").is_file() and (tmp_path / "chars.json").is_file()
 
 
+@pytest.mark.slow
 def test_window_model_trains_end_to_end(tmp_path):
     cfg = compose_tiny(
         tmp_path, "model=window", "model.order=3", "model.hidden=16", "model.training.max_epochs=1"

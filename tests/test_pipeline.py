@@ -25,6 +25,7 @@ def markov_run(tmp_path_factory):
     return cfg, out, signature
 
 
+@pytest.mark.slow
 def test_signature_json_follows_the_schema(markov_run):
     cfg, out, _ = markov_run
     raw = json.loads((out / "signature.json").read_text())
@@ -110,6 +111,7 @@ def test_signature_stage_reuses_a_checkpoint(markov_run, tiny_config):
     assert signature.views["layer1.h"].accuracy[1] >= 0.9  # offset 0
 
 
+@pytest.mark.slow
 def test_gru_on_a_text_file(tiny_config, shakespeare_dir, tmp_path):
     text = (shakespeare_dir / "tinyshakespeare.txt").read_text()[:200_000]
     path = tmp_path / "play.txt"
@@ -193,6 +195,7 @@ def test_a_checkpoint_that_runs_code_is_refused(tiny_config, tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_bf16_mixed_precision_trains_and_probes(markov_run, tiny_config):
     """trainer.precision=bf16-mixed (autocast, the GPU trainer's default; here on the CPU) runs
     both stages, and the model still holds the characters the source forces it to hold."""
@@ -205,6 +208,7 @@ def test_bf16_mixed_precision_trains_and_probes(markov_run, tiny_config):
     assert signature.model["metrics"]["val/bpc"] < full_precision.model["metrics"]["val/bpc"] + 0.1
 
 
+@pytest.mark.slow
 def test_same_seed_same_signature(tiny_config):
     overrides = ["probe.max_offset=2", "model.training.max_epochs=2", "probe.max_epochs=3"]
     first = run(tiny_config(*overrides, run="a"))
@@ -243,6 +247,7 @@ def test_wandb_online_without_credentials_is_a_clear_error(tiny_config, monkeypa
     assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_loggers_record_the_composed_config(tiny_config):
     import yaml
 

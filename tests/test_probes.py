@@ -267,6 +267,7 @@ def fit_probe(cache, tokens, positions, offsets, epochs, seed=0):
     return probe
 
 
+@pytest.mark.slow
 def test_linear_probe_agrees_with_scikit_learn(net, tmp_path):
     corpus = markov_corpus(order=2, vocab_size=5, branching=2, num_chars=24000, seed=3, split=SPLIT)
     offsets = [0, 1, 2, 4]

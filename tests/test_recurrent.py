@@ -254,6 +254,7 @@ def test_invalid_arguments(kwargs, match):
         StackedRNN(**args)
 
 
+@pytest.mark.slow
 def test_compile_warns_where_torch_compile_leaves_the_network_uncompiled(caplog):
     """The warning's claim, checked against the installed PyTorch: dynamo captures no graph
     from a stacked nn.LSTM's forward, but the factorized LSTM's forward is one whole graph."""

@@ -77,6 +77,7 @@ def test_control_labels_are_seeded_and_drawn_from_the_target_distribution():
     assert (labels[0] == 0).all()  # a single observed symbol: every type maps to it
 
 
+@pytest.mark.slow
 def test_selectivity_is_near_zero_on_random_features(tiny_config, tmp_path):
     """States that hold nothing: both the real and the control probe stay at chance, so
     selectivity is the chance gap and selectivity above chance is about zero."""
@@ -134,6 +135,7 @@ def test_a_bootstrap_needs_two_documents(tiny_config):
         prepare(cfg)
 
 
+@pytest.mark.slow
 def test_every_option_lands_in_the_signature_files(tiny_config, tmp_path):
     cfg = tiny_config(
         "data.num_chars=20000",
@@ -173,6 +175,7 @@ def test_every_option_lands_in_the_signature_files(tiny_config, tmp_path):
     assert signature.extra["summary"] == raw["summary"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["ridge", "mlp"])
 def test_every_probe_kind_gives_controls_intervals_and_online_code(tiny_config, tmp_path, kind):
     """The control task, the bootstrap (per-document sums) and the online code come from the

@@ -50,6 +50,7 @@ def terminate_when(process: subprocess.Popen, pattern: str, run_dir: Path) -> st
     return stderr
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_signature(tmp_path):
     reference = run(compose_config(tmp_path / "reference", FIXED_LENGTH))
 

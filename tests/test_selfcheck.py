@@ -15,6 +15,7 @@ from memsig.commands.selfcheck import Row
 from memsig.signature.record import Signature, ViewScores
 
 
+@pytest.mark.slow
 def test_selfcheck_passes_every_row_and_writes_the_figure(tmp_path):
     started = time.monotonic()
     result = subprocess.run(

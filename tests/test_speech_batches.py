@@ -122,6 +122,7 @@ def test_extraction_by_length_keeps_each_utterance_in_its_place(corpus, net, tmp
     assert start == len(targets.anchors)
 
 
+@pytest.mark.slow
 def test_frame_cache_of_some_views_skips_the_cell_states_not_asked_for(corpus, net, tmp_path):
     utterances = corpus.parts["probe_test"]
     caches = {}

@@ -53,6 +53,7 @@ def local_sweep(tmp_path_factory):
     return sweep
 
 
+@pytest.mark.slow
 def test_local_submitit_sweep_runs_every_job_in_its_own_dir_and_wandb_group(local_sweep):
     jobs = sorted(p for p in local_sweep.iterdir() if p.is_dir() and p.name.isdigit())
     assert [p.name for p in jobs] == ["0", "1"]
@@ -69,6 +70,7 @@ def test_local_submitit_sweep_runs_every_job_in_its_own_dir_and_wandb_group(loca
     assert len(names) == 2 and all("seed=" in n for n in names)
 
 
+@pytest.mark.slow
 def test_compare_gathers_a_multirun_with_mean_and_interval_over_seeds(
     local_sweep, tmp_path, monkeypatch, capsys
 ):
@@ -108,6 +110,7 @@ def test_compare_gathers_a_multirun_with_mean_and_interval_over_seeds(
     assert history["compare/figure._type"] == "image-file"
 
 
+@pytest.mark.slow
 def test_optuna_search_optimises_the_configured_objective(tmp_path):
     """Two trials over the search space of conf/hparams_search/optuna.yaml (embed, lr) plus
     one from the command line (hidden); the best value is the best trial's objective."""
@@ -185,6 +188,7 @@ def test_objective_picks_the_configured_number(tmp_path):
     assert objective(signature, "val/bpc", None) == pytest.approx(1.5)
 
 
+@pytest.mark.slow
 def test_a_failing_job_does_not_stop_the_others(tmp_path):
     """W&B online without credentials in job 1: a clear error; job 0 still finishes."""
     sweep = tmp_path / "sweep"
