@@ -18,11 +18,12 @@ from torch import nn
 
 import memsig
 from conftest import PROJECT_ROOT, compose_config
+from memsig.commands.audit import audit_run
 from memsig.config.compose import build
 from memsig.models.external import ExternalNetwork
 from memsig.pipeline.plan import prepare
 from memsig.pipeline.run import run
-from memsig.runtime.errors import ConfigError
+from memsig.runtime.errors import ConfigError, MemsigError
 from plain_models import PlainGRU, PlainLSTM, save_model, train_lm
 
 pytestmark = pytest.mark.slow  # every test trains a model and probes it
@@ -179,6 +180,10 @@ def test_model_external_gru_and_signature_of_agree(tmp_path):
     loaded = memsig.Signature.load(tmp_path / "api")
     assert loaded.views == api.views
     assert loaded.plot().axes
+    # the tokens passed in are not in the run's config: audit says so rather than checking
+    # the signature against other data
+    with pytest.raises(MemsigError, match="cannot be rebuilt from its config.yaml"):
+        audit_run(tmp_path / "api")
 
 
 def plan_of(tmp_path, *overrides):
