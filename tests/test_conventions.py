@@ -52,7 +52,7 @@ def test_help_lists_the_commands_and_the_config_groups(tmp_path):
         assert f"\n  {name} " in shown.stdout
     assert "debug: default, fdr, limit" in shown.stdout
     assert "callbacks: default, early_stopping, none" in shown.stdout
-    assert "model: asr_lstm, flstm, gru, lstm" in shown.stdout
+    assert "model: asr_lstm, external, flstm, gru, lstm" in shown.stdout
     hydra_help = memsig(["--hydra-help"], tmp_path)
     assert hydra_help.returncode == 0 and "== Flags ==" in hydra_help.stdout
     assert not (tmp_path / "outputs").exists()  # asking for help starts no run
