@@ -31,7 +31,9 @@ class FusedProbe(TestScoring, L.LightningModule):
     once, each keeps its best-validation weights (a head that starts to overfit does not spoil
     the others), and per view x offset the strength with the least validation cross-entropy is
     the one tested. The prior guard (probes/prior_guard.py) keeps unseen symbols out and
-    replaces a head by the prior where the prior does better on validation.
+    replaces a head by the prior where the prior does better on validation. `indicators`
+    (per view, a boolean per column) marks one-hot columns, which are centred, not whitened
+    (see `whitening`).
 
     Subclasses build one module per view (`build_head`) whose parameters all have a leading
     axis that is a multiple of `num_heads` = strengths x offsets (`head_rows` says which rows
@@ -54,6 +56,7 @@ class FusedProbe(TestScoring, L.LightningModule):
         guard: PriorGuard | None = None,
         min_delta: float = 0.0,
         lr_decay: float = 1.0,
+        indicators: Mapping[str, np.ndarray] | None = None,
     ) -> None:
         super().__init__()
         self.views = list(view_dims)
@@ -70,7 +73,8 @@ class FusedProbe(TestScoring, L.LightningModule):
         self.register_buffer("head_strength", per_head)
         for i, v in enumerate(self.views):
             self.register_buffer(f"mean{i}", torch.as_tensor(mean[v], dtype=torch.float32))
-            self.register_buffer(f"whiten{i}", whitening(cov[v]))
+            marked = (indicators or {}).get(v)
+            self.register_buffer(f"whiten{i}", whitening(cov[v], indicators=marked))
         for i, head in enumerate(self.heads):
             for name, param in head.named_parameters():
                 self.register_buffer(_best_name(i, name), param.detach().clone())
@@ -290,7 +294,11 @@ def _best_name(index: int, parameter: str) -> str:
 WHITENING_SHRINKAGE = 1e-2
 
 
-def whitening(cov: np.ndarray, shrinkage: float = WHITENING_SHRINKAGE) -> torch.Tensor:
+def whitening(
+    cov: np.ndarray,
+    shrinkage: float = WHITENING_SHRINKAGE,
+    indicators: np.ndarray | None = None,
+) -> torch.Tensor:
     """Shrunk ZCA whitening matrix (C + s I)^(-1/2), s = `shrinkage` x the mean eigenvalue;
     directions without variance (numerically zero) carry no information and are dropped.
 
@@ -299,13 +307,45 @@ def whitening(cov: np.ndarray, shrinkage: float = WHITENING_SHRINKAGE) -> torch.
     strongly correlated (as recurrent states are). The shrinkage bounds how much a direction
     of tiny variance is amplified (a rare symbol's column, seen a few times in the fit block):
     unshrunk, such a direction is scaled up by 1/sqrt(its variance), and the few rows that
-    differ there on test data cost a probe hundreds of bits."""
-    values, vectors = np.linalg.eigh(np.asarray(cov, dtype=np.float64))
+    differ there on test data cost a probe hundreds of bits.
+
+    `indicators` (a boolean per column) marks one-hot indicator columns (a window of symbols,
+    declared by the model or the derived head that builds them): they are only centred (the
+    identity; a column without variance is dropped), and the other columns are whitened among
+    themselves. An indicator column is 0 or 1, so Adam's per-coordinate steps move a head's
+    logits by about its learning rate on every row where it is set; whitened, a rare symbol's
+    column is scaled up to 1/sqrt(floor) (~100x) and its rows' logits jump by that much per
+    step, which is noise, not fitting. Left unscaled, the L2 penalty also acts on those
+    columns' own weights, as scikit-learn's does."""
+    cov = np.asarray(cov, dtype=np.float64)
+    if indicators is None or not np.any(indicators):
+        return torch.as_tensor(_zca(cov, shrinkage), dtype=torch.float32)
+    dense = ~np.asarray(indicators, dtype=bool)
+    varies = np.diag(cov) > 1e-9 * max(np.diag(cov).max(), 0.0)
+    out = np.diag(varies.astype(np.float64))  # indicators centred only; constant ones dropped
+    out[np.ix_(dense, dense)] = _zca(cov[np.ix_(dense, dense)], shrinkage)
+    return torch.as_tensor(out, dtype=torch.float32)
+
+
+def _zca(cov: np.ndarray, shrinkage: float) -> np.ndarray:
+    """(C + s I)^(-1/2) over C's directions with variance, zero on the others (see
+    `whitening`)."""
+    if cov.size == 0:
+        return cov
+    values, vectors = np.linalg.eigh(cov)
     top = max(values.max(), 0.0)
     keep = values > 1e-9 * top
     floor = shrinkage * values[keep].mean() if keep.any() else 0.0
     scale = np.where(keep, 1.0 / np.sqrt(np.where(keep, values, 0.0) + floor + (~keep)), 0.0)
-    return torch.as_tensor((vectors * scale) @ vectors.T, dtype=torch.float32)
+    return (vectors * scale) @ vectors.T
+
+
+def indicator_columns(net: nn.Module, view_dims: Mapping[str, int]) -> dict[str, np.ndarray]:
+    """Per view, which of its columns are one-hot indicators (centred, not whitened: see
+    `whitening`): every column of the views the model declares so in its `indicator_views`
+    (the n-gram window), none of any other view."""
+    declared = getattr(net, "indicator_views", frozenset())
+    return {v: np.full(d, v in declared) for v, d in view_dims.items()}
 
 
 def probe_views(available: Mapping[str, int], requested: Sequence[str] | None) -> dict[str, int]:

@@ -31,7 +31,7 @@ from memsig.probes.conditional import Conditioning
 from memsig.probes.factory import ProbeSetup, fit_and_test
 from memsig.probes.loader import targets_of
 from memsig.probes.local_context import local_context_reference
-from memsig.probes.multi_offset import probe_views
+from memsig.probes.multi_offset import indicator_columns, probe_views
 from memsig.reliability import summarise
 from memsig.signature import Signature, view_scores
 from memsig.stages.control_task import control_task
@@ -78,7 +78,8 @@ def signature_stage(cfg: DictConfig, plan: Plan, loggers: list) -> Signature:
     conditioning = Conditioning(cfg.probe.get("condition_on"), views, num_classes)
     sets = tuple(map(conditioning.batches, position_sets(parts, offsets, cfg.probe.val_fraction)))
     fit, val, test = sets
-    setup = ProbeSetup(cfg, plan.run_dir, conditioning.probe_dims, num_classes, device)
+    indicators = conditioning.indicators(indicator_columns(net, views))
+    setup = ProbeSetup(cfg, plan.run_dir, conditioning.probe_dims, num_classes, device, indicators)
     documents = test_documents(cfg, test, parts["probe_test"].blocks)
     probe_key = [identity, probe_cfg, offsets]
     fitted = fit_and_test(setup, sets, probe_key, loggers, documents)
