@@ -247,7 +247,9 @@ class MultiOffsetProbe(FusedProbe):
         times the class means (Woodbury: a classes x classes solve per offset) and the biases
         log prior - m_c^T w_c / 2. Where the classes separate, the weights are large from the
         start; where the state holds nothing, B is small and so are they. Every strength
-        starts there; gradient training then only refines."""
+        starts there; gradient training then only refines. On centred one-hot columns (not
+        whitened) the total covariance is diag(p) - p p^T, below the identity, so the start
+        there is a shrunk, cautious one."""
         rows = self.num_offsets * self.num_classes
         sums = [torch.zeros(rows, head.in_features, dtype=torch.float64) for head in self.heads]
         counts = torch.zeros(rows, dtype=torch.float64)
