@@ -88,15 +88,6 @@ class Conditioning:
         joined = {joined_view(v, self.m): d + width for v, d in self.views.items()}
         return {**self.views, context_view(self.m): width, **joined}
 
-    def indicators(self, plain: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Every head input's one-hot indicator columns (see multi_offset.whitening), from the
-        plain views' (`plain`): the last m inputs are indicators wherever they enter."""
-        if not self.derived:
-            return dict(plain)
-        window = np.ones(self.m * self.vocab_size, dtype=bool)
-        joined = {joined_view(v, self.m): np.concatenate([plain[v], window]) for v in self.views}
-        return {**plain, context_view(self.m): window, **joined}
-
     def batches(self, base: PositionBatches) -> PositionBatches:
         if not self.derived:
             return base

@@ -311,8 +311,8 @@ def whitening(
     unshrunk, such a direction is scaled up by 1/sqrt(its variance), and the few rows that
     differ there on test data cost a probe hundreds of bits.
 
-    `indicators` (a boolean per column) marks one-hot indicator columns (a window of symbols,
-    declared by the model or the derived head that builds them): they are only centred (the
+    `indicators` (a boolean per column) marks one-hot indicator columns (a window of symbols
+    the model declares as such): they are only centred (the
     identity; a column without variance is dropped), and the other columns are whitened among
     themselves. An indicator column is 0 or 1, so Adam's per-coordinate steps move a head's
     logits by about its learning rate on every row where it is set; whitened, a rare symbol's

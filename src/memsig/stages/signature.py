@@ -78,7 +78,8 @@ def signature_stage(cfg: DictConfig, plan: Plan, loggers: list) -> Signature:
     conditioning = Conditioning(cfg.probe.get("condition_on"), views, num_classes)
     sets = tuple(map(conditioning.batches, position_sets(parts, offsets, cfg.probe.val_fraction)))
     fit, val, test = sets
-    indicators = conditioning.indicators(indicator_columns(net, views))
+    # the derived heads of probe.condition_on are not marked: they keep the plain whitening
+    indicators = indicator_columns(net, views)
     setup = ProbeSetup(cfg, plan.run_dir, conditioning.probe_dims, num_classes, device, indicators)
     documents = test_documents(cfg, test, parts["probe_test"].blocks)
     probe_key = [identity, probe_cfg, offsets]
