@@ -312,9 +312,9 @@ def whitening(
     differ there on test data cost a probe hundreds of bits.
 
     `indicators` (a boolean per column) marks one-hot indicator columns (a window of symbols
-    the model declares as such): they are only centred (the
-    identity; a column without variance is dropped), and the other columns are whitened among
-    themselves. An indicator column is 0 or 1, so Adam's per-coordinate steps move a head's
+    the model declares as such): they are only centred (the identity; a column without
+    variance is dropped), and the other columns are whitened among themselves.
+    An indicator column is 0 or 1, so Adam's per-coordinate steps move a head's
     logits by about its learning rate on every row where it is set; whitened, a rare symbol's
     column is scaled up to 1/sqrt(floor) (~100x) and its rows' logits jump by that much per
     step, which is noise, not fitting. Left unscaled, the L2 penalty also acts on those
