@@ -39,10 +39,11 @@ class FusedProbe(TestScoring, L.LightningModule):
     axis that is a multiple of `num_heads` = strengths x offsets (`head_rows` says which rows
     belong to which head, heads strength-major: head g * offsets + k; rows grouped by head
     unless a subclass lays them out otherwise), name the parameters the penalty applies to
-    (`weight_names`), and map whitened features to logits [batch, heads, classes]
-    (`head_logits`)."""
+    (`weight_names`; `input_axis` for those reading the input), and map whitened features to
+    logits [batch, heads, classes] (`head_logits`)."""
 
     weight_names: tuple[str, ...] = ()
+    input_axis: dict[str, int] = {}  # per weight name reading the input, its input-column axis
 
     def __init__(
         self,
@@ -75,6 +76,16 @@ class FusedProbe(TestScoring, L.LightningModule):
             self.register_buffer(f"mean{i}", torch.as_tensor(mean[v], dtype=torch.float32))
             marked = (indicators or {}).get(v)
             self.register_buffer(f"whiten{i}", whitening(cov[v], indicators=marked))
+        # per view with indicator columns, each input column's weight in the L2 penalty: the
+        # column's fit variance on indicators (the penalty on standardised columns, which
+        # whitened columns get too, and scikit-learn's), 1 on whitened ones
+        self.column_penalty: dict[int, str] = {}
+        for i, v in enumerate(self.views):
+            marked = (indicators or {}).get(v)
+            if marked is not None and np.any(marked):
+                scale = np.where(marked, np.diag(cov[v]), 1.0)
+                self.register_buffer(f"column_penalty{i}", torch.as_tensor(scale).float())
+                self.column_penalty[i] = f"column_penalty{i}"
         for i, head in enumerate(self.heads):
             for name, param in head.named_parameters():
                 self.register_buffer(_best_name(i, name), param.detach().clone())
@@ -128,13 +139,19 @@ class FusedProbe(TestScoring, L.LightningModule):
         return logits, targets.repeat(1, self.num_strengths)
 
     def penalty(self) -> torch.Tensor:
-        """Sum over heads of strength/2 |weights|^2."""
+        """Sum over heads of strength/2 |weights|^2, input columns weighted by their
+        `column_penalty` where the view has indicator columns."""
         total = self.head_strength.new_zeros(())
-        for head in self.heads:
+        for i, head in enumerate(self.heads):
             for name in self.weight_names:
                 param = getattr(head, name)
                 rows = self.head_rows(self.head_strength, len(param))
-                total = total + (rows * param.square().flatten(1).sum(1)).sum() / 2
+                squares = param.square()
+                if i in self.column_penalty and name in self.input_axis:
+                    shape = [1] * squares.dim()
+                    shape[self.input_axis[name]] = -1
+                    squares = squares * getattr(self, self.column_penalty[i]).view(shape)
+                total = total + (rows * squares.flatten(1).sum(1)).sum() / 2
         return total
 
     def warm_start(self, batches) -> None:
@@ -227,6 +244,7 @@ class MultiOffsetProbe(FusedProbe):
     cross-entropy reads without a copy, which keeps the per-head cost of a step small."""
 
     weight_names = ("weight",)
+    input_axis = {"weight": 1}
 
     def build_head(self, dim: int) -> nn.Module:
         return nn.Linear(dim, self.num_heads * self.num_classes)
