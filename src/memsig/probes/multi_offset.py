@@ -335,8 +335,8 @@ def whitening(
     An indicator column is 0 or 1, so Adam's per-coordinate steps move a head's
     logits by about its learning rate on every row where it is set; whitened, a rare symbol's
     column is scaled up to 1/sqrt(floor) (~100x) and its rows' logits jump by that much per
-    step, which is noise, not fitting. Left unscaled, the L2 penalty also acts on those
-    columns' own weights, as scikit-learn's does."""
+    step, which is noise, not fitting. (The heads' L2 penalty weights those columns by their
+    variance, so it stays the one whitened or standardised columns get: `FusedProbe`.)"""
     cov = np.asarray(cov, dtype=np.float64)
     if indicators is None or not np.any(indicators):
         return torch.as_tensor(_zca(cov, shrinkage), dtype=torch.float32)
