@@ -43,6 +43,9 @@ def kn_discount(counts: np.ndarray) -> float:
 class NGramLM(nn.Module):
     """Order-n character LM fitted by :meth:`fit`; views `context` (one-hot window) and `logits`."""
 
+    # views whose features are one-hot indicators: probes centre them instead of whitening
+    indicator_views = frozenset({"context"})
+
     def __init__(self, vocab_size: int, order: int = 5) -> None:
         super().__init__()
         if order < 1:

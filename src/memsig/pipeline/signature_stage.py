@@ -26,7 +26,7 @@ from memsig.models.factorized import with_basis_ablations
 from memsig.pipeline.plan import Plan, optional_list
 from memsig.probes.baselines import prior_baselines
 from memsig.probes.fit import FittedProbe, ProbeSetup, fit_and_test
-from memsig.probes.multi_offset import probe_views
+from memsig.probes.multi_offset import indicator_columns, probe_views
 from memsig.reports.bases import basis_divergence, write_basis_report
 from memsig.reports.chars import character_record, save_chars
 from memsig.reports.figures import save_figure, signature_figure
@@ -97,7 +97,9 @@ def probe_signature(cfg: DictConfig, plan: Plan, loggers: list, inputs: dict) ->
     num_classes = len(corpus.vocab)
     conditioning = Conditioning(cfg.probe.get("condition_on"), views, num_classes)
     sets = tuple(map(conditioning.batches, position_sets(parts, offsets, cfg.probe.val_fraction)))
-    setup = ProbeSetup(cfg, plan.run_dir, conditioning.probe_dims, num_classes, device)
+    # the derived heads of probe.condition_on are not marked: they keep the plain whitening
+    indicators = indicator_columns(net, views)
+    setup = ProbeSetup(cfg, plan.run_dir, conditioning.probe_dims, num_classes, device, indicators)
     documents = test_documents(cfg, sets[2], parts["probe_test"].blocks)
     key = [identity, inputs["probe"], offsets]
     fitted = fit_and_test(setup, sets, key, loggers, documents)

@@ -25,7 +25,7 @@ from memsig.extraction.offsets import valid_positions
 from memsig.extraction.state_cache import ExtractSettings, build_cache
 from memsig.probes.baselines import prior_baselines
 from memsig.probes.moments import fit_moments
-from memsig.probes.multi_offset import MultiOffsetProbe, probe_views
+from memsig.probes.multi_offset import MultiOffsetProbe, indicator_columns, probe_views
 from memsig.probes.prior_guard import PriorGuard
 from memsig.reports.figures import save_figure, training_heatmap
 from memsig.reports.tracking import log_report
@@ -122,6 +122,7 @@ class SignatureDuringTraining(Callback):
                 None,
                 *fit_moments(fit, views, self.batch_size),
                 guard=PriorGuard(len(views), vocab, targets_of(fit)),
+                indicators=indicator_columns(net, views),
             )
             # every rank holds the same slices: the fit pass is every rank's own, the test
             # pass is split across the ranks and its scores added over them

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,14 +33,15 @@ Sets = tuple[PositionBatches, PositionBatches, PositionBatches]  # fit, val, tes
 @dataclass(frozen=True)
 class ProbeSetup:
     """What every probe of one signature shares: the config, the run dir (resume checkpoints),
-    the heads' inputs (views and derived heads) and widths, the number of classes and the
-    device."""
+    the heads' inputs (views and derived heads) and widths, the number of classes, the device,
+    and per head input its one-hot indicator columns (none where absent)."""
 
     cfg: DictConfig
     run_dir: Path
     views: dict[str, int]
     num_classes: int
     device: torch.device
+    indicators: Mapping[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass
@@ -91,6 +93,7 @@ def fit_and_test(
         strengths=list(cfg.probe.l2),
         min_delta=cfg.probe.min_delta,
         lr_decay=cfg.probe.lr_decay,
+        indicators=setup.indicators,
     )
     return _train(trained, setup, sets, key, loggers, documents)
 

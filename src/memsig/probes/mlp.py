@@ -41,6 +41,7 @@ class MLPProbe(FusedProbe):
     """Non-linear decoders: what a small MLP can read from a state, that a linear one cannot."""
 
     weight_names = ("w1", "w2")
+    input_axis = {"w1": 1}
 
     def __init__(self, *args, hidden: int, **kwargs) -> None:
         self.hidden = hidden

@@ -31,16 +31,19 @@ class FusedProbe(TestScoring, L.LightningModule):
     once, each keeps its best-validation weights (a head that starts to overfit does not spoil
     the others), and per view x offset the strength with the least validation cross-entropy is
     the one tested. The prior guard (probes/prior_guard.py) keeps unseen symbols out and
-    replaces a head by the prior where the prior does better on validation.
+    replaces a head by the prior where the prior does better on validation. `indicators`
+    (per view, a boolean per column) marks one-hot columns, which are centred, not whitened
+    (see `whitening`).
 
     Subclasses build one module per view (`build_head`) whose parameters all have a leading
     axis that is a multiple of `num_heads` = strengths x offsets (`head_rows` says which rows
     belong to which head, heads strength-major: head g * offsets + k; rows grouped by head
     unless a subclass lays them out otherwise), name the parameters the penalty applies to
-    (`weight_names`), and map whitened features to logits [batch, heads, classes]
-    (`head_logits`)."""
+    (`weight_names`; `input_axis` for those reading the input), and map whitened features to
+    logits [batch, heads, classes] (`head_logits`)."""
 
     weight_names: tuple[str, ...] = ()
+    input_axis: dict[str, int] = {}  # per weight name reading the input, its input-column axis
 
     def __init__(
         self,
@@ -54,6 +57,7 @@ class FusedProbe(TestScoring, L.LightningModule):
         guard: PriorGuard | None = None,
         min_delta: float = 0.0,
         lr_decay: float = 1.0,
+        indicators: Mapping[str, np.ndarray] | None = None,
     ) -> None:
         super().__init__()
         self.views = list(view_dims)
@@ -70,7 +74,18 @@ class FusedProbe(TestScoring, L.LightningModule):
         self.register_buffer("head_strength", per_head)
         for i, v in enumerate(self.views):
             self.register_buffer(f"mean{i}", torch.as_tensor(mean[v], dtype=torch.float32))
-            self.register_buffer(f"whiten{i}", whitening(cov[v]))
+            marked = (indicators or {}).get(v)
+            self.register_buffer(f"whiten{i}", whitening(cov[v], indicators=marked))
+        # per view with indicator columns, each input column's weight in the L2 penalty: the
+        # column's fit variance on indicators (the penalty on standardised columns, which
+        # whitened columns get too, and scikit-learn's), 1 on whitened ones
+        self.column_penalty: dict[int, str] = {}
+        for i, v in enumerate(self.views):
+            marked = (indicators or {}).get(v)
+            if marked is not None and np.any(marked):
+                scale = np.where(marked, np.diag(cov[v]), 1.0)
+                self.register_buffer(f"column_penalty{i}", torch.as_tensor(scale).float())
+                self.column_penalty[i] = f"column_penalty{i}"
         for i, head in enumerate(self.heads):
             for name, param in head.named_parameters():
                 self.register_buffer(_best_name(i, name), param.detach().clone())
@@ -125,13 +140,19 @@ class FusedProbe(TestScoring, L.LightningModule):
         return logits, targets.repeat(1, self.num_strengths)
 
     def penalty(self) -> torch.Tensor:
-        """Sum over heads of strength/2 |weights|^2."""
+        """Sum over heads of strength/2 |weights|^2, input columns weighted by their
+        `column_penalty` where the view has indicator columns."""
         total = self.head_strength.new_zeros(())
-        for head in self.heads:
+        for i, head in enumerate(self.heads):
             for name in self.weight_names:
                 param = getattr(head, name)
                 rows = self.head_rows(self.head_strength, len(param))
-                total = total + (rows * param.square().flatten(1).sum(1)).sum() / 2
+                squares = param.square()
+                if i in self.column_penalty and name in self.input_axis:
+                    shape = [1] * squares.dim()
+                    shape[self.input_axis[name]] = -1
+                    squares = squares * getattr(self, self.column_penalty[i]).view(shape)
+                total = total + (rows * squares.flatten(1).sum(1)).sum() / 2
         return total
 
     def warm_start(self, batches) -> None:
@@ -224,6 +245,7 @@ class MultiOffsetProbe(FusedProbe):
     cross-entropy reads without a copy, which keeps the per-head cost of a step small."""
 
     weight_names = ("weight",)
+    input_axis = {"weight": 1}
 
     def build_head(self, dim: int) -> nn.Module:
         return nn.Linear(dim, self.num_heads * self.num_classes)
@@ -244,7 +266,9 @@ class MultiOffsetProbe(FusedProbe):
         times the class means (Woodbury: a classes x classes solve per offset) and the biases
         log prior - m_c^T w_c / 2. Where the classes separate, the weights are large from the
         start; where the state holds nothing, B is small and so are they. Every strength
-        starts there; gradient training then only refines."""
+        starts there; gradient training then only refines. On centred one-hot columns (not
+        whitened) the total covariance is diag(p) - p p^T, below the identity, so the start
+        there is a shrunk, cautious one."""
         rows = self.num_offsets * self.num_classes
         sums = [torch.zeros(rows, head.in_features, dtype=torch.float64) for head in self.heads]
         counts = torch.zeros(rows, dtype=torch.float64)
@@ -291,7 +315,11 @@ def _best_name(index: int, parameter: str) -> str:
 WHITENING_SHRINKAGE = 1e-2
 
 
-def whitening(cov: np.ndarray, shrinkage: float = WHITENING_SHRINKAGE) -> torch.Tensor:
+def whitening(
+    cov: np.ndarray,
+    shrinkage: float = WHITENING_SHRINKAGE,
+    indicators: np.ndarray | None = None,
+) -> torch.Tensor:
     """Shrunk ZCA whitening matrix (C + s I)^(-1/2), s = `shrinkage` x the mean eigenvalue;
     directions without variance (numerically zero) carry no information and are dropped.
 
@@ -300,13 +328,45 @@ def whitening(cov: np.ndarray, shrinkage: float = WHITENING_SHRINKAGE) -> torch.
     strongly correlated (as recurrent states are). The shrinkage bounds how much a direction
     of tiny variance is amplified (a rare symbol's column, seen a few times in the fit block):
     unshrunk, such a direction is scaled up by 1/sqrt(its variance), and the few rows that
-    differ there on test data cost a probe hundreds of bits."""
-    values, vectors = np.linalg.eigh(np.asarray(cov, dtype=np.float64))
+    differ there on test data cost a probe hundreds of bits.
+
+    `indicators` (a boolean per column) marks one-hot indicator columns (a window of symbols
+    the model declares as such): they are only centred (the identity; a column without
+    variance is dropped), and the other columns are whitened among themselves.
+    An indicator column is 0 or 1, so Adam's per-coordinate steps move a head's
+    logits by about its learning rate on every row where it is set; whitened, a rare symbol's
+    column is scaled up to 1/sqrt(floor) (~100x) and its rows' logits jump by that much per
+    step, which is noise, not fitting. (The heads' L2 penalty weights those columns by their
+    variance, so it stays the one whitened or standardised columns get: `FusedProbe`.)"""
+    cov = np.asarray(cov, dtype=np.float64)
+    if indicators is None or not np.any(indicators):
+        return torch.as_tensor(_zca(cov, shrinkage), dtype=torch.float32)
+    dense = ~np.asarray(indicators, dtype=bool)
+    varies = np.diag(cov) > 1e-9 * max(np.diag(cov).max(), 0.0)
+    out = np.diag(varies.astype(np.float64))  # indicators centred only; constant ones dropped
+    out[np.ix_(dense, dense)] = _zca(cov[np.ix_(dense, dense)], shrinkage)
+    return torch.as_tensor(out, dtype=torch.float32)
+
+
+def _zca(cov: np.ndarray, shrinkage: float) -> np.ndarray:
+    """(C + s I)^(-1/2) over C's directions with variance, zero on the others (see
+    `whitening`)."""
+    if cov.size == 0:
+        return cov
+    values, vectors = np.linalg.eigh(cov)
     top = max(values.max(), 0.0)
     keep = values > 1e-9 * top
     floor = shrinkage * values[keep].mean() if keep.any() else 0.0
     scale = np.where(keep, 1.0 / np.sqrt(np.where(keep, values, 0.0) + floor + (~keep)), 0.0)
-    return torch.as_tensor((vectors * scale) @ vectors.T, dtype=torch.float32)
+    return (vectors * scale) @ vectors.T
+
+
+def indicator_columns(net: nn.Module, view_dims: Mapping[str, int]) -> dict[str, np.ndarray]:
+    """Per view, which of its columns are one-hot indicators (centred, not whitened: see
+    `whitening`): every column of the views the model declares so in its `indicator_views`
+    (the n-gram window), none of any other view."""
+    declared = getattr(net, "indicator_views", frozenset())
+    return {v: np.full(d, v in declared) for v, d in view_dims.items()}
 
 
 def probe_views(available: Mapping[str, int], requested: Sequence[str] | None) -> dict[str, int]:
