@@ -35,6 +35,7 @@ class HeadLosses(Metric):
         self.count += nll.shape[1]
 
     def compute(self) -> dict[str, torch.Tensor]:
+        """torchmetrics' entry point: `results` (a subclass's, with all it sums)."""
         return self.results()
 
     def results(self) -> dict[str, torch.Tensor]:
@@ -100,15 +101,11 @@ class HeadScores(HeadLosses):
             self.doc_correct.index_add_(0, doc, correct.transpose(0, 1).double())
             self.doc_count.index_add_(0, doc, torch.ones_like(doc, dtype=torch.float64))
 
-    def compute(self) -> dict[str, torch.Tensor]:
+    def results(self) -> dict[str, torch.Tensor]:
         """Accuracy and cross-entropy per view x offset; correct predictions and counts per
         offset x target symbol (from which any class of symbols gets its accuracy); the number
         of rows scored; with documents, the per-document sums [documents, views, offsets] and
-        counts."""
-        return self.results()
-
-    def results(self) -> dict[str, torch.Tensor]:
-        """What `compute` gives, summed over DDP ranks (see HeadLosses.results)."""
+        counts; summed over DDP ranks (see HeadLosses.results)."""
         total = self._summed()
         offsets = total["nll"].shape[1]
         out = {
