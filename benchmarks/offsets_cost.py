@@ -31,7 +31,6 @@ from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
 
 from memsig.config.compose import CONFIG_DIR
 from memsig.extraction.loader import position_loader
@@ -40,9 +39,8 @@ from memsig.extraction.state_cache import ExtractSettings
 from memsig.models.checkpoint import load_base_checkpoint, restore_network
 from memsig.pipeline.plan import prepare
 from memsig.pipeline.run import run
-from memsig.probes.fit import ProbeSetup, fit_and_test
-from memsig.probes.moments import fit_moments
-from memsig.probes.multi_offset import MultiOffsetProbe
+from memsig.probes.fit import ProbeSetup, build_probe, fit_and_test
+from memsig.probes.multi_offset import indicator_columns
 
 
 def config(run_dir: Path, overrides: list[str]):
@@ -171,7 +169,9 @@ def probe_inputs(root: Path, ckpt: Path, count: int, repeat: int, epochs: int, o
     device = torch.device("cpu")
     parts = probe_parts(net, plan.corpus, identity, settings, plan.offsets, root / "cache", device)
     sets = position_sets(parts, plan.offsets, cfg.probe.val_fraction)
-    setup = ProbeSetup(cfg, run_dir, dict(net.view_dims), len(plan.corpus.vocab), device)
+    views = dict(net.view_dims)
+    indicators = indicator_columns(net, views)
+    setup = ProbeSetup(cfg, run_dir, views, len(plan.corpus.vocab), device, indicators)
     return setup, sets
 
 
@@ -180,14 +180,7 @@ def phase_times(setup: ProbeSetup, sets) -> tuple[float, float]:
     (steps and the epoch-end choice of the best heads), on a probe built as the stage builds it."""
     cfg, (fit, val, _) = setup.cfg, sets
     batch = cfg.probe.batch_size
-    probe = MultiOffsetProbe(
-        setup.views,
-        len(fit.offsets),
-        setup.num_classes,
-        instantiate(cfg.probe.optimizer),
-        *fit_moments(fit, setup.views, batch),
-        strengths=list(cfg.probe.l2),
-    )
+    probe = build_probe(setup, fit, val)
     optimizer = probe.configure_optimizers()["optimizer"]
     loader = position_loader(
         fit, batch, shuffle=True, shard=False, seed=cfg.seed, min_steps=cfg.probe.min_steps

@@ -27,7 +27,6 @@ def trained(tmp_path_factory):
     return tmp_path, run(speech_config(tmp_path, "run"))
 
 
-@pytest.mark.slow
 def test_speech_signature_counts_graphemes_per_layer(trained):
     tmp_path, signature = trained
     run_dir = tmp_path / "run"
@@ -69,7 +68,6 @@ def test_speech_signature_counts_graphemes_per_layer(trained):
     assert signature.views["layer2.h"].accuracy == stored["views"]["layer2.h"]["accuracy"]
 
 
-@pytest.mark.slow
 def test_signature_stage_reuses_a_trained_encoder(trained, tmp_path):
     source, signature = trained
     ckpt = source / "run" / "checkpoints" / "base.ckpt"

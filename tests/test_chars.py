@@ -82,7 +82,6 @@ def test_class_members():
     assert table["digits"][4] and table["upper case"] == [False] * 5 + [True, False, False]
 
 
-@pytest.mark.slow
 def test_chars_record_is_small_and_consistent(runs):
     record = load_chars(runs[0])
     signature = json.loads((runs[0] / "signature.json").read_text())

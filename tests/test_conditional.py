@@ -75,7 +75,6 @@ def ngram_runs(tmp_path_factory):
     return out
 
 
-@pytest.mark.slow
 def test_state_that_is_the_window_in_view_adds_nothing(ngram_runs):
     beyond = _beyond(ngram_runs[2], "context")  # n - 1 = 2 <= m = 2
     assert np.abs(beyond).max() < 0.05, beyond

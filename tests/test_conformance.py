@@ -41,13 +41,11 @@ def assert_conforms(rows: list[AuditRow], views: list[str]) -> None:
     assert not gaps, f"(view, offset, accuracy gap, xent gap) beyond tolerance: {gaps}"
 
 
-@pytest.mark.slow
 def test_lstm_state_cell_and_logits_conform(tiny_lstm_run):
     rows = audit_run(tiny_lstm_run, WHOLE_FIT_BLOCK)
     assert_conforms(rows, ["layer1.h", "layer1.c", "logits"])
 
 
-@pytest.mark.slow
 def test_audit_command_passes_on_a_tiny_default_run(tiny_lstm_run):
     passed = run_command(["audit", str(tiny_lstm_run)], timeout=300)
     assert passed.returncode == 0, passed.stdout + passed.stderr
@@ -89,7 +87,6 @@ def flagged_rows(stdout: str) -> set[tuple[str, int]]:
     return {(row[0], int(row[1])) for row in rows}
 
 
-@pytest.mark.slow
 def test_audit_command_catches_a_tampered_signature(tiny_lstm_run, tmp_path):
     honest = run_command(["audit", str(tiny_lstm_run)], timeout=300)
     assert honest.returncode == 0, honest.stdout + honest.stderr
@@ -108,7 +105,6 @@ def test_audit_command_catches_a_tampered_signature(tiny_lstm_run, tmp_path):
     assert "2 of 21 view x offset gaps too large" in caught.stdout
 
 
-@pytest.mark.slow
 def test_audit_refuses_a_run_dir_without_caches(tiny_lstm_run, tmp_path):
     bare = tmp_path / "bare"
     bare.mkdir()

@@ -65,6 +65,11 @@ def fdr_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path, Path, 
     cwd = tmp_path_factory.mktemp("launch")
     (cwd / "my_conf" / "experiment").mkdir(parents=True)
     (cwd / "my_conf" / "experiment" / "tiny.yaml").write_text(USER_EXPERIMENT)
+    # a group of the user's own that memsig's configs do not have, added with +
+    (cwd / "my_conf" / "notes").mkdir()
+    (cwd / "my_conf" / "notes" / "short.yaml").write_text(
+        "# @package _global_\nprogress_every: 30\n"
+    )
     env = offline_env(tmp_path_factory.mktemp("home"))
     started = time.perf_counter()
     result = memsig(
@@ -72,6 +77,7 @@ def fdr_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path, Path, 
             "debug=fdr",
             "hydra.searchpath=[file://my_conf]",
             "experiment=tiny",
+            "+notes=short",
             "logger=wandb",
             "tags=[smoke]",
             "threads=1",
@@ -91,7 +97,6 @@ def _global_step(checkpoint: Path) -> int:
     return torch.load(checkpoint, map_location="cpu", weights_only=True)["global_step"]
 
 
-@pytest.mark.slow
 def test_debug_fdr_runs_both_stages_on_one_batch_and_says_so(fdr_run):
     result, _, run_dir, seconds = fdr_run
     assert (run_dir / "checkpoints" / "base.ckpt").is_file()
@@ -107,7 +112,6 @@ def test_debug_fdr_runs_both_stages_on_one_batch_and_says_so(fdr_run):
     assert seconds < 120  # imports and process start included, on a shared 2-core machine
 
 
-@pytest.mark.slow
 def test_a_run_writes_under_the_launch_folder_and_reads_the_users_config_group(fdr_run):
     _, cwd, run_dir, _ = fdr_run
     assert run_dir.parent == cwd / "outputs" / "debug" / "runs"
@@ -164,6 +168,7 @@ def test_wandb_run_is_named_and_tagged_and_charts_information_next_to_accuracy(f
     assert history["layers/table.nrows"] == views * offsets
 
 
+@pytest.mark.slow
 def test_debug_limit_trains_a_few_batches_of_two_epochs(tmp_path, caplog):
     tiny = [o for o in TINY if "max_epochs" not in o]  # debug=limit sets the epochs
     cfg = compose_config(tmp_path / "run", ["debug=limit", *TINY_MARKOV], tiny=tiny)

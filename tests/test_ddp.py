@@ -127,7 +127,6 @@ def test_ddp_on_two_processes_matches_one_process(tmp_path):
     assert metrics.count("\n") > 1 and not (ddp_dir / "csv" / "version_1").exists()
 
 
-@pytest.mark.slow
 def test_closed_form_signature_under_ddp_equals_one_process(tmp_path, text_checkpoint):
     """probe=ridge: every number, intervals, control task, online code, conditioning and the
     untrained baseline included, the same on 2 processes as in one."""

@@ -119,7 +119,6 @@ def base_stage_done(reference_run, tmp_path_factory) -> Path:
     return run_dir
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("signame", ["TERM", "KILL"])
 @pytest.mark.parametrize("point", list(POINTS))
 def test_a_rerun_after_a_fault_ends_with_the_uninterrupted_signature(
@@ -227,7 +226,6 @@ def test_an_interrupted_training_of_other_inputs_is_refused(tmp_path):
     assert not (tmp_path / "signature.json").exists()
 
 
-@pytest.mark.slow
 def test_a_reused_checkpoint_is_probed_as_what_it_is(reference_run, tmp_path, caplog):
     """base_ckpt=: the model comes from the checkpoint (an lstm, whatever model= says); a
     rerun with another seed or other data recomputes the signature, never reuses it."""

@@ -25,7 +25,6 @@ def markov_run(tmp_path_factory):
     return cfg, out, signature
 
 
-@pytest.mark.slow
 def test_signature_json_follows_the_schema(markov_run):
     cfg, out, _ = markov_run
     raw = json.loads((out / "signature.json").read_text())
@@ -195,7 +194,6 @@ def test_a_checkpoint_that_runs_code_is_refused(tiny_config, tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.slow
 def test_bf16_mixed_precision_trains_and_probes(markov_run, tiny_config):
     """trainer.precision=bf16-mixed (autocast, the GPU trainer's default; here on the CPU) runs
     both stages, and the model still holds the characters the source forces it to hold."""

@@ -162,7 +162,6 @@ def kinds_runs(tmp_path_factory):
     }
 
 
-@pytest.mark.slow
 def test_ridge_is_within_a_few_points_of_linear_on_the_calibration_source(kinds_runs):
     """Ridge (least squares on one-hot targets) and the softmax probe agree where the source
     forces the state to hold a character (k < order) and far beyond it; at the transition

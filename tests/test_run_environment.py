@@ -114,7 +114,6 @@ def redirected_run(tmp_path_factory) -> tuple[Path, str]:
     return run_dir, text
 
 
-@pytest.mark.slow
 def test_a_redirected_run_logs_progress_lines_not_bar_frames(redirected_run):
     run_dir, text = redirected_run
     assert "\r" not in text  # no bar frames

@@ -53,7 +53,6 @@ def local_sweep(tmp_path_factory):
     return sweep
 
 
-@pytest.mark.slow
 def test_local_submitit_sweep_runs_every_job_in_its_own_dir_and_wandb_group(local_sweep):
     jobs = sorted(p for p in local_sweep.iterdir() if p.is_dir() and p.name.isdigit())
     assert [p.name for p in jobs] == ["0", "1"]
@@ -70,7 +69,6 @@ def test_local_submitit_sweep_runs_every_job_in_its_own_dir_and_wandb_group(loca
     assert len(names) == 2 and all("seed=" in n for n in names)
 
 
-@pytest.mark.slow
 def test_compare_gathers_a_multirun_with_mean_and_interval_over_seeds(
     local_sweep, tmp_path, monkeypatch, capsys
 ):

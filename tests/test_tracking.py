@@ -38,7 +38,6 @@ def tracked_run(tmp_path_factory):
     return Path(cfg.paths.output_dir)
 
 
-@pytest.mark.slow
 def test_offline_wandb_run_holds_table_figure_artifacts_and_config(tracked_run):
     records = wandb_records(tracked_run / "wandb")
     history = {}

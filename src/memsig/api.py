@@ -24,6 +24,7 @@ from memsig.data.corpus import PARTS, Corpus
 from memsig.models.external import ExternalNetwork
 from memsig.pipeline.run import run
 from memsig.reports.figures import signature_figure
+from memsig.runtime.atomic import write_json_atomic
 from memsig.runtime.errors import ConfigError
 from memsig.signature import record
 
@@ -77,7 +78,7 @@ def signature_of(
     run_dir = Path(run_dir or Path("outputs") / "signature_of" / _now()).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     vocab_file = run_dir / "vocab.json"
-    vocab_file.write_text(json.dumps(vocab))
+    write_json_atomic(vocab_file, vocab)
     cls = type(model)
     settings = {
         "model": "external",
@@ -99,7 +100,12 @@ def signature_of(
     if not (hasattr(model, "views") and hasattr(model, "view_dims")):  # memsig's own
         hooks = OmegaConf.to_container(cfg.model.hooks) if cfg.model.hooks else None
         network = ExternalNetwork(model, len(vocab), hooks)
-    signature = run(cfg, network=network, corpus=token_corpus(tokens, vocab, test_fraction))
+    corpus = token_corpus(tokens, vocab, test_fraction)
+    training, device = model.training, next(model.parameters(), torch.empty(0)).device
+    try:  # the run puts the model in eval mode and on the extraction device
+        signature = run(cfg, network=network, corpus=corpus)
+    finally:  # the caller's model as it was
+        model.train(training).to(device)
     return Signature(**vars(signature))
 
 

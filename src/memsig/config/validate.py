@@ -179,8 +179,13 @@ def check_command_line_keys() -> None:
 
     if not HydraConfig.initialized() or not GlobalHydra.instance().is_initialized():
         return
-    overrides = list(HydraConfig.get().overrides.task)
-    added = {override for _, override in added_keys(overrides)}
+    hydra = HydraConfig.get()
+    overrides = list(hydra.overrides.task)
+    # `+group=option` of a group only a search path holds (hydra.searchpath): Hydra resolved
+    # it as a group choice, so it is no key
+    groups = {o for key, o in added_keys(overrides) if key in hydra.runtime.choices}
+    added = {o for _, o in added_keys(overrides)} - groups
     if added:
         kept = [o for o in overrides if o not in added]
-        check_added_keys(overrides, compose(HydraConfig.get().job.config_name, kept))
+        checked = [o for o in overrides if o not in groups]
+        check_added_keys(checked, compose(hydra.job.config_name, kept))

@@ -84,11 +84,17 @@ def cached_probe_parts(
             identity is None
             or identity.get("part") != part
             or identity.get("checkpoint_sha256") != checkpoint_sha256
-            or identity.get("data") != corpus.fingerprint()
         ):
             raise MemsigError(
                 f"{directory} holds no state cache of this run's model and data: rerun the "
                 "run's command in its run dir (the signature stage extracts the states again)"
+            )
+        if identity.get("data") != corpus.fingerprint():
+            raise MemsigError(
+                f"the data of {cache_dir.parent} cannot be rebuilt from its config.yaml (data "
+                f"{corpus.name!r} gives other tokens than its states were extracted from, e.g. "
+                "a run made by memsig.signature_of on tokens passed in, or a changed data "
+                "file): audit a run made from a config (`memsig model=external ...`) instead"
             )
         cache = open_cache(directory, identity)
         source = (

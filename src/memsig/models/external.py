@@ -62,17 +62,6 @@ def recurrent_modules(module: nn.Module) -> list[tuple[str, nn.RNNBase]]:
     return found
 
 
-def one_layer(rnn: nn.RNNBase, layer: int) -> nn.RNNBase:
-    """A batch-first one-layer module of `rnn`'s kind whose parameters are `rnn`'s layer
-    `layer` (shared, not copied): the fused kernel on that layer alone."""
-    base = nn.LSTM if isinstance(rnn, nn.LSTM) else nn.GRU
-    width = rnn.input_size if layer == 0 else rnn.hidden_size
-    single = base(width, rnn.hidden_size, bias=rnn.bias, batch_first=True, device="meta")
-    for name, _ in list(single.named_parameters()):
-        setattr(single, name, getattr(rnn, f"{name[:-1]}{layer}"))  # weight_ih_l0 -> _l{layer}
-    return single
-
-
 def layer_weights(rnn: nn.RNNBase, layer: int) -> list[Tensor]:
     """[weight_ih, weight_hh, bias_ih, bias_hh] of one layer (zero biases when it has none)."""
     weights = list(rnn.all_weights[layer])
@@ -106,6 +95,7 @@ def layer_by_layer(rnn: nn.RNNBase, carried, record: RecurrentRecord) -> Iterato
     mode), starts from `carried` (the state at the end of the previous chunk) when there is
     one, and records every layer in `record`."""
     lstm = isinstance(rnn, nn.LSTM)
+    run = torch.lstm if lstm else torch.gru
 
     def forward(input, hx=None):
         if isinstance(input, PackedSequence):
@@ -124,7 +114,9 @@ def layer_by_layer(rnn: nn.RNNBase, carried, record: RecurrentRecord) -> Iterato
         for layer in range(rnn.num_layers):
             state = h0[layer : layer + 1]
             initial = (state, c0[layer : layer + 1]) if lstm else state
-            y, last = one_layer(rnn, layer)(x, initial)
+            # the fused kernel on this layer alone, from the module's own weights
+            y, *last = run(x, initial, rnn.all_weights[layer], rnn.bias, 1, 0.0, False, False, True)
+            last = tuple(last) if lstm else last[0]
             record.layers.append(LayerRecord(x, y, state, c0[layer : layer + 1] if lstm else None))
             finals.append(last)
             x = y

@@ -38,7 +38,7 @@ def train_base(cfg: DictConfig, plan: Plan, loggers: list) -> Path:
     train = stream_loader(corpus.parts["train"], rows, bptt, target, shard=True)
     val = stream_loader(corpus.parts["val"], rows, bptt, target, shard=True)
     callbacks = _signatures_during_training(cfg, plan, loggers)
-    score = fit_best(cfg, plan, loggers, lm, train, val, "val/bpc", plan.inputs, callbacks)
+    score = fit_best(cfg, plan, loggers, lm, train, val, "val/bpc", callbacks)
     metrics = {"val/bpc": score}
     publish_checkpoint(plan, loggers, lm.net, model_cfg, metrics, lm.target)
     log.info("base model: val/bpc %.4f, saved %s", metrics["val/bpc"], plan.base_ckpt)

@@ -66,7 +66,7 @@ def train_ctc(cfg: DictConfig, plan: Plan, loggers: list) -> Path:
     )
     # every rank scores all of val: the error rates' sums, added over the ranks, grow alike
     val = utterance_loader(corpus.parts["val"], rate, batch, False, shard=False)
-    fit_best(cfg, plan, loggers, system, train, val, "val/cer", plan.inputs)
+    fit_best(cfg, plan, loggers, system, train, val, "val/cer")
     metrics = {}
     for part, prefix in (("val", "val"), ("probe_test", "test")):
         scores = error_rates(system, corpus.parts[part], rate, batch)

@@ -53,8 +53,8 @@ class Plan:
     reuse_ckpt: bool
     offsets: list[int]
     inputs: dict  # what the base model is (or was) made from: see base_inputs
-    # a Python caller's own network object (memsig.signature_of), probed as it is;
-    # None: the network is rebuilt from base_ckpt
+    # the network an external model's import built, or a Python caller's own object
+    # (memsig.signature_of), probed as it is; None: the network is rebuilt from base_ckpt
     network: torch.nn.Module | None = None
 
 
@@ -81,7 +81,10 @@ def prepare(
             "train a neural model on it, e.g. model=gru"
         )
     if network is not None or (is_external(cfg.model) and cfg.base_ckpt is None):
-        base_ckpt, corpus, payload, inputs = _import_external(cfg, run_dir, corpus, network)
+        # the imported network is the one probed: it is not built again from base.ckpt
+        base_ckpt, corpus, payload, inputs, network = _import_external(
+            cfg, run_dir, corpus, network
+        )
         reuse = True
     else:
         base_ckpt, reuse, payload, inputs = _base_checkpoint(cfg, run_dir, corpus)
@@ -166,11 +169,11 @@ def _import_external(
     run_dir: Path,
     corpus: Corpus | SpeechCorpus,
     network: torch.nn.Module | None,
-) -> tuple[Path, Corpus, dict, dict]:
+) -> tuple[Path, Corpus, dict, dict, torch.nn.Module]:
     """A model trained elsewhere (`model=external`, or a caller's network object) has nothing
     to train: its weights go into the run dir's base checkpoint, which every later step
     reads as any other. Returns the checkpoint, the corpus numbered by the model's
-    vocabulary, the checkpoint's payload and the inputs it records."""
+    vocabulary, the checkpoint's payload, the inputs it records and the network."""
     if cfg.stage == "base":
         raise ConfigError(
             "stage=base trains a model, and an external model is trained already: use "
@@ -208,7 +211,7 @@ def _import_external(
         log.info("external model imported into %s (metrics %s)", base_ckpt, metrics)
     payload = load_base_checkpoint(base_ckpt)
     _check_recorded_inputs(payload, inputs, run_dir, base_ckpt)
-    return base_ckpt, corpus, payload, inputs
+    return base_ckpt, corpus, payload, inputs, network
 
 
 def _check_external_keys(model: DictConfig, keys: tuple[str, ...]) -> None:

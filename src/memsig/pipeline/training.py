@@ -30,12 +30,12 @@ def fit_best(
     train: DataLoader,
     val: DataLoader,
     monitor: str,
-    inputs: Mapping,
     callbacks: list | None = None,
 ) -> float:
     """Train with the `callbacks` group's callbacks (by default, early stopping once `monitor`,
     lower is better, stops improving); load the best epoch's weights and return its score.
-    `inputs` (what the fit is made from) guard its resume checkpoints against another run's;
+    The plan's base inputs (what the fit is made from) guard its resume checkpoints against
+    another run's;
     `callbacks` run alongside the configured ones and the loop's best and resume checkpoints."""
     training = cfg.model.training
     checkpoints = plan.run_dir / "checkpoints" / "lightning"
@@ -48,7 +48,7 @@ def fit_best(
         callbacks=[*configured_callbacks(cfg, monitor), saver, *(callbacks or [])],
         gradient_clip_val=training.grad_clip,
     )
-    start = resume_point(checkpoints, cfg.resume, inputs)
+    start = resume_point(checkpoints, cfg.resume, plan.inputs)
     trainer.fit(system, train, val, ckpt_path=start, weights_only=True)
     fault_point("base_fitted")
     system.load_state_dict(saver.best_weights())

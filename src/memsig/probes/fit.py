@@ -69,9 +69,20 @@ def fit_and_test(
     `documents` (the document of every test row), the test scores are also summed per
     document. `key` names the run's resume checkpoints.
 
-    The kind is the class that `probe.<kind>` names (`_target_`, with the kind's own keys);
-    the kinds trained by gradient descent (FusedProbe's) also take the trained kinds' keys."""
-    cfg, (fit, val, _) = setup.cfg, sets
+    The kind is the class that `probe.<kind>` names (see `build_probe`)."""
+    probe = build_probe(setup, sets[0], sets[1])
+    if isinstance(probe, FusedProbe):
+        return _train(probe, setup, sets, key, loggers, documents)
+    return _solve(probe.to(setup.device), sets, setup.cfg.probe.batch_size, documents)
+
+
+def build_probe(setup: ProbeSetup, fit: PositionBatches, val: PositionBatches) -> Probe:
+    """The configured probe kind, unfitted: the class `probe.<kind>` names (`_target_`, with
+    the kind's own keys), whitened with the fit positions' moments, its prior guard from the
+    fit and validation targets; the kinds trained by gradient descent (FusedProbe's) also take
+    the trained kinds' keys. Seeded, so it is the same whether or not the base model was
+    trained in this process."""
+    cfg = setup.cfg
     build = instantiate(cfg.probe[cfg.probe.kind])  # the kind's class, its own keys bound
     mean, cov = fit_moments(fit, setup.views, cfg.probe.batch_size)
     guard = PriorGuard(len(setup.views), setup.num_classes, targets_of(fit), targets_of(val))
@@ -83,11 +94,10 @@ def fit_and_test(
         "cov": cov,
         "guard": guard,
     }
-    # the same probe whether or not the base model was trained in this process
     L.seed_everything(cfg.seed, verbose=False)
     if not issubclass(build.func, FusedProbe):
-        return _solve(build(**shared).to(setup.device), sets, cfg.probe.batch_size, documents)
-    trained = build(
+        return build(**shared)
+    return build(
         **shared,
         optimizer=instantiate(cfg.probe.optimizer),
         strengths=list(cfg.probe.l2),
@@ -95,7 +105,6 @@ def fit_and_test(
         lr_decay=cfg.probe.lr_decay,
         indicators=setup.indicators,
     )
-    return _train(trained, setup, sets, key, loggers, documents)
 
 
 def _solve(probe: RidgeProbe, sets: Sets, batch: int, documents: np.ndarray | None) -> FittedProbe:

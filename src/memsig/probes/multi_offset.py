@@ -78,14 +78,13 @@ class FusedProbe(TestScoring, L.LightningModule):
             self.register_buffer(f"whiten{i}", whitening(cov[v], indicators=marked))
         # per view with indicator columns, each input column's weight in the L2 penalty: the
         # column's fit variance on indicators (the penalty on standardised columns, which
-        # whitened columns get too, and scikit-learn's), 1 on whitened ones
-        self.column_penalty: dict[int, str] = {}
+        # whitened columns get too, and scikit-learn's), 1 on whitened ones; views without
+        # indicator columns have no such buffer
         for i, v in enumerate(self.views):
             marked = (indicators or {}).get(v)
             if marked is not None and np.any(marked):
                 scale = np.where(marked, np.diag(cov[v]), 1.0)
                 self.register_buffer(f"column_penalty{i}", torch.as_tensor(scale).float())
-                self.column_penalty[i] = f"column_penalty{i}"
         for i, head in enumerate(self.heads):
             for name, param in head.named_parameters():
                 self.register_buffer(_best_name(i, name), param.detach().clone())
@@ -148,10 +147,11 @@ class FusedProbe(TestScoring, L.LightningModule):
                 param = getattr(head, name)
                 rows = self.head_rows(self.head_strength, len(param))
                 squares = param.square()
-                if i in self.column_penalty and name in self.input_axis:
+                column = getattr(self, f"column_penalty{i}", None)
+                if column is not None and name in self.input_axis:
                     shape = [1] * squares.dim()
                     shape[self.input_axis[name]] = -1
-                    squares = squares * getattr(self, self.column_penalty[i]).view(shape)
+                    squares = squares * column.view(shape)
                 total = total + (rows * squares.flatten(1).sum(1)).sum() / 2
         return total
 
