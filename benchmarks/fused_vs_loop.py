@@ -28,6 +28,7 @@ from memsig.extraction.loader import PositionBatches, position_loader
 from memsig.extraction.offsets import valid_positions
 from memsig.extraction.state_cache import ExtractSettings, StateCache, build_cache
 from memsig.models.recurrent import StackedRNN
+from memsig.probes.moments import fit_moments
 from memsig.probes.multi_offset import MultiOffsetProbe
 from memsig.runtime.trainer import quiet_trainer
 
@@ -39,11 +40,11 @@ def train_probe(cache: StateCache, tokens: np.ndarray, offsets: list[int], epoch
     returns the mean validation cross-entropy (bits) of the best heads."""
     views = {v: a.shape[1] for v, a in cache.views.items()}
     optimizer = functools.partial(torch.optim.Adam, lr=0.01)
-    probe = MultiOffsetProbe(views, len(offsets), 6, optimizer, cache.mean, cache.cov)
     positions = np.asarray(valid_positions(len(tokens), offsets))
     cut = int(0.9 * len(positions))
     data = functools.partial(PositionBatches, cache.views, tokens, offsets=np.asarray(offsets))
     fit, val = data(positions=positions[:cut]), data(positions=positions[cut:])
+    probe = MultiOffsetProbe(views, len(offsets), 6, optimizer, *fit_moments(fit, views, 1024))
     trainer = quiet_trainer(epochs, accelerator="cpu")
     probe.warm_start(position_loader(fit, 1024, shuffle=False, shard=False))
     trainer.fit(

@@ -43,15 +43,12 @@ class ExtractSettings:
 
 @dataclass(frozen=True)
 class StateCache:
-    """Cached views of one part: arrays [N, D] opened read-only, plus per-view mean and
-    covariance (float64) over every cached row, gathered during extraction. Probes whiten with
-    the moments of their fit positions instead (probes/moments.py), which leave out padding
-    and validation rows."""
+    """Cached views of one part: arrays [N, D] opened read-only. Moments are not kept here:
+    probes whiten with those of their fit positions (probes/moments.py), which leave out
+    padding and validation rows."""
 
     directory: Path
     views: dict[str, np.ndarray]
-    mean: dict[str, np.ndarray]
-    cov: dict[str, np.ndarray]
 
 
 def _row_layout(
@@ -68,10 +65,6 @@ def _row_layout(
 
 def _file(directory: Path, view: str) -> Path:
     return directory / f"{view}.npy"
-
-
-def _moments_file(directory: Path, view: str) -> Path:
-    return directory / f"{view}.moments.npz"
 
 
 def _runs(positions: np.ndarray) -> list[tuple[int, int, int]]:
@@ -107,12 +100,8 @@ def open_cache(directory: Path, identity: Mapping) -> StateCache | None:
     if damaged:
         log.warning("the cache in %s is damaged (%s): extracting again", directory, damaged)
         return None
-    views, mean, cov = {}, {}, {}
-    for view in identity["views"]:
-        views[view] = np.load(_file(directory, view), mmap_mode="r")
-        with np.load(_moments_file(directory, view)) as moments:
-            mean[view], cov[view] = moments["mean"], moments["cov"]
-    return StateCache(directory, views, mean, cov)
+    views = {view: np.load(_file(directory, view), mmap_mode="r") for view in identity["views"]}
+    return StateCache(directory, views)
 
 
 def _damaged_files(directory: Path, sizes: Mapping[str, int] | None) -> str:
@@ -172,48 +161,12 @@ class RowFile:
         self.file.close()
 
 
-class RunningMoments:
-    """Mean and covariance (float64) of rows arriving block by block, per view.
-
-    Each block's moments are taken around the block's own mean (a float32 matmul, which
-    centring keeps accurate) and merged into the running ones in float64 (Chan et al.'s
-    pairwise update): several times cheaper than float64 products of raw values."""
-
-    def __init__(self, view_dims: Mapping[str, int]) -> None:
-        self.count = 0  # rows added so far (every view gets the same rows)
-        self.mean = {v: np.zeros(d) for v, d in view_dims.items()}
-        # sums of outer products of rows centred on the running mean
-        self.scatter = {v: np.zeros((d, d)) for v, d in view_dims.items()}
-
-    def add(self, views: Mapping[str, torch.Tensor]) -> None:
-        """Add one block of rows (the same number for every view)."""
-        n_new = len(next(iter(views.values())))
-        if n_new == 0:
-            return
-        n_old = self.count
-        total = n_old + n_new
-        for v, rows in views.items():
-            values = rows.float()
-            chunk_mean = values.mean(0)
-            centred = values - chunk_mean
-            delta = chunk_mean.double().cpu().numpy() - self.mean[v]
-            self.mean[v] += delta * (n_new / total)
-            self.scatter[v] += (centred.T @ centred).double().cpu().numpy()
-            self.scatter[v] += np.outer(delta, delta) * (n_old * n_new / total)
-        self.count = total
-
-    def result(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        """Per view: the mean and the (biased) covariance of every row added."""
-        cov = {v: s / max(self.count, 1) for v, s in self.scatter.items()}
-        return {v: m.copy() for v, m in self.mean.items()}, cov
-
-
 class CacheWriter:
-    """View files of `length` rows, filled by position, with running moments.
+    """View files of `length` rows, filled by position.
 
-    Used by every extractor: :meth:`write` stores kept states, :meth:`finish` saves the moments
-    and then the manifest (last, so an interrupted extraction is never mistaken for a cache),
-    which records every file's size (so a damaged file is noticed, not read).
+    Used by every extractor: :meth:`write` stores kept states, :meth:`finish` closes the files
+    and writes the manifest (last, so an interrupted extraction is never mistaken for a
+    cache), which records every file's size (so a damaged file is noticed, not read).
     """
 
     def __init__(
@@ -227,15 +180,10 @@ class CacheWriter:
         self.out = {
             v: RowFile(_file(directory, v), dtype, (length, d)) for v, d in view_dims.items()
         }
-        self.moments = RunningMoments(view_dims)
-
-    @property
-    def count(self) -> int:
-        """Rows written so far."""
-        return self.moments.count
+        self.count = 0  # rows written so far
 
     def write(self, positions: np.ndarray, views: Mapping[str, torch.Tensor]) -> None:
-        """Store views[v] (rows in the order of `positions`) and add them to the moments.
+        """Store views[v] (rows in the order of `positions`).
 
         Rows go to the files as blocks, one per run of consecutive positions (extractors write
         whole stretches of the stream)."""
@@ -244,7 +192,7 @@ class CacheWriter:
         runs = _runs(positions)
         for v, out in self.out.items():
             values = views[v].float()
-            if not torch.isfinite(values.mean(0)).all():  # any NaN or inf reaches the mean
+            if not torch.isfinite(values.sum()):  # any NaN or inf reaches the sum
                 raise NumericalError(
                     f"view {v} holds NaN or inf near position {int(positions[0])}: the model "
                     "is numerically broken; retrain it with a lower learning rate"
@@ -252,13 +200,11 @@ class CacheWriter:
             array = values.cpu().numpy()
             for source, target, length in runs:
                 out.write_rows(target, array[source : source + length])
-        self.moments.add({v: views[v] for v in self.out})
+        self.count += len(positions)
 
     def finish(self, identity: Mapping) -> StateCache:
-        mean, cov = self.moments.result()
-        for v, out in self.out.items():
+        for out in self.out.values():
             out.close()
-            np.savez(_moments_file(self.directory, v), mean=mean[v], cov=cov[v])
         self.out.clear()
         sizes = {p.name: p.stat().st_size for p in sorted(self.directory.iterdir()) if p.is_file()}
         write_json_atomic(self.directory / MANIFEST, {"identity": identity, "sizes": sizes})

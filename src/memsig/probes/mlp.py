@@ -51,4 +51,4 @@ class MLPProbe(FusedProbe):
         return OffsetMLPs(dim, self.hidden, self.num_heads, self.num_classes)
 
     def head_logits(self, index: int, x: torch.Tensor) -> torch.Tensor:
-        return self.heads[index](x)
+        return self.heads[index](self.whitened(index, x))
